@@ -1,0 +1,1 @@
+"""Pure entitlement evaluation: no I/O, clock injected."""

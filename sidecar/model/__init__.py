@@ -1,0 +1,1 @@
+"""Canonical entitlement-state model shared by upstream, Redis and the sidecar."""
