@@ -1,0 +1,328 @@
+"""stigg.sidecar.v1.SidecarService over grpc.aio.
+
+Each handler validates, asks the service for state, evaluates, converts. Reads
+never fail because of the backend (they fall back); only malformed requests
+and write-path failures surface as gRPC errors.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import grpc
+import structlog
+from google.protobuf.empty_pb2 import Empty
+
+from sidecar.api import convert, validation
+from sidecar.errors import InvalidArgument, SidecarError, SourceRejected, SourceUnavailable
+from sidecar.evaluation.fallback import FallbackValues
+from sidecar.evaluation.getters import (
+    Kind,
+    ListResult,
+    Result,
+    credit_entitlement,
+    entitlement_list,
+    feature_entitlement,
+    typed_entitlement,
+)
+from sidecar.model.usage import UsageReport
+from sidecar.observability import Metrics
+from sidecar.pb import sidecar_pb2 as pb
+from sidecar.pb import sidecar_pb2_grpc as pb_grpc
+from sidecar.service.entitlements import EntitlementService
+
+log = structlog.get_logger("sidecar.api")
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]
+
+
+def status_for(exc: SidecarError) -> grpc.StatusCode:
+    """The one place domain errors become gRPC status codes."""
+    if isinstance(exc, InvalidArgument):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if isinstance(exc, SourceRejected):
+        return grpc.StatusCode.FAILED_PRECONDITION
+    if isinstance(exc, SourceUnavailable):
+        return grpc.StatusCode.UNAVAILABLE
+    return grpc.StatusCode.INTERNAL
+
+
+def rpc(method: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
+    """Time the handler and turn domain errors into status codes."""
+
+    def decorate(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
+        @functools.wraps(handler)
+        async def wrapper(
+            self: SidecarServicer, request: Req, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> Resp:
+            started = time.perf_counter()
+            try:
+                return await handler(self, request, context)
+            except SidecarError as exc:
+                if isinstance(exc, InvalidArgument):
+                    self._metrics.invalid_requests.labels(method).inc()
+                else:
+                    log.warning("rpc_failed", method=method, error=str(exc))
+                await context.abort(status_for(exc), str(exc))
+                raise  # unreachable: abort raises
+            finally:
+                self._latency[method].observe(time.perf_counter() - started)
+
+        return wrapper
+
+    return decorate
+
+
+METHODS = (
+    "GetEntitlements", "GetEntitlement", "GetBooleanEntitlement", "GetNumericEntitlement",
+    "GetMeteredEntitlement", "GetEnumEntitlement", "ReportUsage", "ReportEvents",
+    "ReloadEntitlements", "ReportUsageBulk", "GetEntitlementV2", "GetEntitlementsStateV2",
+)
+
+
+def _opt(message: Any, name: str) -> Any:
+    return getattr(message, name) if message.HasField(name) else None
+
+
+def _fallback(options: Any) -> FallbackValues | None:
+    if options is None or not options.HasField("fallback"):
+        return None
+    return convert.fallback_values(options.fallback)
+
+
+class SidecarServicer(pb_grpc.SidecarServiceServicer):
+    def __init__(
+        self,
+        service: EntitlementService,
+        metrics: Metrics,
+        fallbacks: Mapping[str, FallbackValues],
+    ) -> None:
+        self._service = service
+        self._metrics = metrics
+        self._fallbacks = fallbacks
+        self._latency = {m: metrics.request_latency.labels(m) for m in METHODS}
+        self._fallback_counters = {m: metrics.fallbacks.labels(m) for m in METHODS}
+
+    def _count(self, method: str, result: Result) -> None:
+        if result.is_fallback:
+            self._fallback_counters[method].inc()
+        if result.has_access:
+            self._metrics.granted.inc()
+        elif result.reason is not None:
+            self._metrics.decisions[result.reason].inc()
+
+    def _count_list(self, method: str, result: ListResult) -> None:
+        if result.is_fallback:
+            self._fallback_counters[method].inc()
+
+    async def _typed(self, method: str, request: Any, kind: Kind, **extra: Any) -> Result:
+        customer_id = validation.require_id(request.customer_id, "customer_id")
+        feature_id = validation.require_id(request.feature_id, "feature_id")
+        resource_id = validation.optional_id(_opt(request, "resource_id"), "resource_id")
+        options = _opt(request, "options")
+        snapshot = await self._service.snapshot(customer_id, resource_id)
+        result = typed_entitlement(
+            snapshot,
+            kind,
+            feature_id,
+            self._service.now(),
+            request_fallback=_fallback(options),
+            global_fallbacks=self._fallbacks,
+            **extra,
+        )
+        self._count(method, result)
+        return result
+
+    @rpc("GetBooleanEntitlement")
+    async def GetBooleanEntitlement(
+        self, request: pb.GetBooleanEntitlementRequest, context: Any
+    ) -> pb.GetBooleanEntitlementResponse:
+        result = await self._typed("GetBooleanEntitlement", request, Kind.BOOLEAN)
+        return pb.GetBooleanEntitlementResponse(
+            **convert.header(result), entitlement=convert.boolean(result)
+        )
+
+    @rpc("GetNumericEntitlement")
+    async def GetNumericEntitlement(
+        self, request: pb.GetNumericEntitlementRequest, context: Any
+    ) -> pb.GetNumericEntitlementResponse:
+        result = await self._typed("GetNumericEntitlement", request, Kind.NUMERIC)
+        return pb.GetNumericEntitlementResponse(
+            **convert.header(result), entitlement=convert.numeric(result)
+        )
+
+    @rpc("GetMeteredEntitlement")
+    async def GetMeteredEntitlement(
+        self, request: pb.GetMeteredEntitlementRequest, context: Any
+    ) -> pb.GetMeteredEntitlementResponse:
+        options = _opt(request, "options")
+        requested = validation.requested_usage(
+            _opt(options, "requested_usage") if options else None, "options.requested_usage"
+        )
+        result = await self._typed(
+            "GetMeteredEntitlement", request, Kind.METERED, requested_usage=requested
+        )
+        return pb.GetMeteredEntitlementResponse(
+            **convert.header(result),
+            requested_usage=requested,
+            entitlement=convert.metered(result),
+        )
+
+    @rpc("GetEnumEntitlement")
+    async def GetEnumEntitlement(
+        self, request: pb.GetEnumEntitlementRequest, context: Any
+    ) -> pb.GetEnumEntitlementResponse:
+        options = _opt(request, "options")
+        values = validation.requested_values(
+            options.requested_values if options else (), "options.requested_values"
+        )
+        result = await self._typed("GetEnumEntitlement", request, Kind.ENUM, requested_values=values)
+        return pb.GetEnumEntitlementResponse(
+            **convert.header(result),
+            requested_values=result.requested_values,
+            entitlement=convert.enum(result),
+        )
+
+    async def _unified(
+        self, method: str, request: Any, feature_id: str, resource_id: str | None, v2: bool
+    ) -> Result:
+        customer_id = validation.require_id(request.customer_id, "customer_id")
+        options = _opt(request, "options")
+        requested = validation.requested_usage(
+            _opt(options, "requested_usage") if options else None, "options.requested_usage"
+        )
+        values = validation.requested_values(
+            options.requested_values if options else (), "options.requested_values"
+        )
+        snapshot = await self._service.snapshot(customer_id, resource_id)
+        result = feature_entitlement(
+            snapshot,
+            feature_id,
+            self._service.now(),
+            requested_usage=requested,
+            requested_values=values,
+            request_fallback=_fallback(options),
+            global_fallbacks=self._fallbacks,
+            v2=v2,
+        )
+        self._count(method, result)
+        return result
+
+    @rpc("GetEntitlement")
+    async def GetEntitlement(
+        self, request: pb.GetEntitlementRequest, context: Any
+    ) -> pb.GetEntitlementResponse:
+        feature_id = validation.require_id(request.feature_id, "feature_id")
+        resource_id = validation.optional_id(_opt(request, "resource_id"), "resource_id")
+        result = await self._unified("GetEntitlement", request, feature_id, resource_id, v2=False)
+        return pb.GetEntitlementResponse(**convert.header(result), **convert.variant(result))
+
+    @rpc("GetEntitlementV2")
+    async def GetEntitlementV2(
+        self, request: pb.GetEntitlementV2Request, context: Any
+    ) -> pb.GetEntitlementV2Response:
+        feature_id = _opt(request, "feature_id")
+        currency_id = _opt(request, "currency_id")
+        validation.exactly_one(feature_id, currency_id)
+        resource_id = validation.optional_id(_opt(request, "resource_id"), "resource_id")
+        if feature_id:
+            validation.require_id(feature_id, "feature_id")
+            result = await self._unified(
+                "GetEntitlementV2", request, feature_id, resource_id, v2=True
+            )
+        else:
+            result = await self._credit(request, validation.require_id(currency_id, "currency_id"))
+        return pb.GetEntitlementV2Response(entitlement=convert.entitlement_v2(result))
+
+    async def _credit(self, request: pb.GetEntitlementV2Request, currency_id: str) -> Result:
+        customer_id = validation.require_id(request.customer_id, "customer_id")
+        resource_id = validation.optional_id(_opt(request, "resource_id"), "resource_id")
+        options = _opt(request, "options")
+        requested = validation.requested_usage(
+            _opt(options, "requested_usage") if options else None, "options.requested_usage"
+        )
+        snapshot = await self._service.snapshot(customer_id, resource_id)
+        result = credit_entitlement(
+            snapshot, currency_id, requested_usage=requested, request_fallback=_fallback(options)
+        )
+        self._count("GetEntitlementV2", result)
+        return result
+
+    async def _list(self, method: str, request: Any, include_credits: bool) -> ListResult:
+        customer_id = validation.require_id(request.customer_id, "customer_id")
+        resource_id = validation.optional_id(_opt(request, "resource_id"), "resource_id")
+        snapshot = await self._service.snapshot(customer_id, resource_id)
+        result = entitlement_list(
+            snapshot,
+            self._service.now(),
+            include_credits=include_credits,
+            global_fallbacks=self._fallbacks,
+        )
+        self._count_list(method, result)
+        return result
+
+    @rpc("GetEntitlements")
+    async def GetEntitlements(
+        self, request: pb.GetEntitlementsRequest, context: Any
+    ) -> pb.GetEntitlementsResponse:
+        return convert.list_v1(await self._list("GetEntitlements", request, False))
+
+    @rpc("GetEntitlementsStateV2")
+    async def GetEntitlementsStateV2(
+        self, request: pb.GetEntitlementsStateV2Request, context: Any
+    ) -> pb.GetEntitlementsStateV2Response:
+        return convert.list_v2(await self._list("GetEntitlementsStateV2", request, True))
+
+    # ------------------------------------------------------------------ writes
+
+    @staticmethod
+    def _usage(request: pb.ReportUsageRequest, prefix: str) -> UsageReport:
+        validation.require_id(request.customer_id, f"{prefix}customer_id")
+        validation.require_id(request.feature_id, f"{prefix}feature_id")
+        validation.optional_id(_opt(request, "resource_id"), f"{prefix}resource_id")
+        is_set = request.update_behavior == pb.USAGE_UPDATE_BEHAVIOR_SET
+        validation.usage_value(request.value, is_set, f"{prefix}value")
+        return convert.usage_report(request)
+
+    @rpc("ReportUsage")
+    async def ReportUsage(
+        self, request: pb.ReportUsageRequest, context: Any
+    ) -> pb.ReportUsageResponse:
+        acks = await self._service.report_usage([self._usage(request, "")])
+        return convert.usage_response(acks[0])
+
+    @rpc("ReportUsageBulk")
+    async def ReportUsageBulk(
+        self, request: pb.ReportUsageBulkRequest, context: Any
+    ) -> pb.ReportUsageBulkResponse:
+        validation.batch_size(len(request.usages), validation.MAX_USAGE_BATCH, "usages")
+        reports = [self._usage(u, f"usages[{i}].") for i, u in enumerate(request.usages)]
+        acks = await self._service.report_usage(reports) if reports else []
+        return pb.ReportUsageBulkResponse(usages=[convert.usage_response(a) for a in acks])
+
+    @rpc("ReportEvents")
+    async def ReportEvents(self, request: pb.ReportEventsRequest, context: Any) -> Empty:
+        validation.batch_size(len(request.events), validation.MAX_EVENT_BATCH, "events")
+        for i, event in enumerate(request.events):
+            validation.require_id(event.event_name, f"events[{i}].event_name")
+            validation.require_id(event.customer_id, f"events[{i}].customer_id")
+            validation.require_id(event.idempotency_key, f"events[{i}].idempotency_key")
+            validation.optional_id(_opt(event, "resource_id"), f"events[{i}].resource_id")
+        if request.events:
+            await self._service.report_events([convert.raw_event(e) for e in request.events])
+        return Empty()
+
+    @rpc("ReloadEntitlements")
+    async def ReloadEntitlements(
+        self, request: pb.ReloadEntitlementsRequest, context: Any
+    ) -> pb.ReloadEntitlementsResponse:
+        customer_id = validation.require_id(request.customer_id, "customer_id")
+        resource_id = validation.optional_id(_opt(request, "resource_id"), "resource_id")
+        exists = await self._service.reload(customer_id, resource_id)
+        return pb.ReloadEntitlementsResponse(entitled_entity_exists=exists)
+

@@ -1,0 +1,201 @@
+"""The access rules: one feature or one credit wallet, one request, one instant.
+
+Order of precedence (Stigg's decision algorithm, see docs/state-model.md):
+customer-level reason when the entitlement is missing -> missing entitlement ->
+server-side reason on the entitlement -> the rule of its type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sidecar.evaluation.periods import current_period, rolled_over
+from sidecar.model.state import (
+    CreditEntitlement,
+    CustomerSnapshot,
+    DenialReason,
+    FeatureEntitlement,
+    FeatureType,
+    UsageRecord,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EffectiveUsage:
+    """Usage as seen at evaluation time, after any read-time period roll-over."""
+
+    current_usage: float = 0.0
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+
+
+NO_USAGE = EffectiveUsage()
+
+
+@dataclass(frozen=True, slots=True)
+class WalletView:
+    """A credit wallet as evaluated: granted, consumed and what is left."""
+
+    credit: CreditEntitlement
+    consumed: float
+    period_end: datetime | None
+
+    @property
+    def granted(self) -> float:
+        return self.credit.granted
+
+    @property
+    def remaining(self) -> float:
+        return self.credit.granted - self.consumed
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureDecision:
+    has_access: bool
+    reason: DenialReason | None
+    entitlement: FeatureEntitlement | None = None
+    usage: EffectiveUsage = NO_USAGE
+    # Credit-backed features inherit the wallet's soft limit.
+    soft_limit: bool = False
+    wallet: WalletView | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreditDecision:
+    has_access: bool
+    reason: DenialReason | None
+    wallet: WalletView | None = None
+
+
+def effective_usage(
+    entitlement: FeatureEntitlement, record: UsageRecord | None, now: datetime
+) -> EffectiveUsage:
+    """The usage to evaluate against, rolling an ended period over to zero.
+
+    The cached record is not rewritten: upstream's authoritative reset arrives as
+    its own change, this only keeps the answer right until then.
+    """
+    period = entitlement.reset_period
+    anchor = entitlement.usage_period_anchor
+    if record is None:
+        if period is not None and anchor is not None:
+            start, end = current_period(anchor, period, now)
+            return EffectiveUsage(0.0, start, end)
+        return NO_USAGE
+    if not rolled_over(record.period_end, now):
+        return EffectiveUsage(record.current_usage, record.period_start, record.period_end)
+    if period is not None and anchor is not None:
+        start, end = current_period(anchor, period, now)
+        return EffectiveUsage(0.0, start, end)
+    return EffectiveUsage(0.0, None, None)
+
+
+def wallet_view(snapshot: CustomerSnapshot, currency_id: str) -> WalletView | None:
+    credit = snapshot.state.credits.get(currency_id)
+    if credit is None:
+        return None
+    record = snapshot.credit_usage.get(currency_id)
+    if record is None:
+        return WalletView(credit, 0.0, None)
+    return WalletView(credit, record.current_usage, record.period_end)
+
+
+def credits_cover(wallet: WalletView, cost: float) -> bool:
+    """Whether a hard-limited wallet can pay ``cost`` credits.
+
+    A zero-cost check still needs a positive balance: an exhausted wallet denies
+    access even to a caller that does not say how much it will use. The
+    boundary is inclusive, so spending exactly the remainder is allowed.
+    """
+    remaining = wallet.remaining
+    if cost <= 0:
+        return remaining > 0
+    return cost <= remaining
+
+
+def _within_limit(entitlement: FeatureEntitlement, usage: float, requested: float) -> bool:
+    # A missing limit on a hard-limited metered feature counts as zero.
+    limit = entitlement.usage_limit if entitlement.usage_limit is not None else 0.0
+    return usage + requested <= limit
+
+
+def decide_feature(
+    snapshot: CustomerSnapshot,
+    feature_id: str,
+    now: datetime,
+    requested_usage: float = 0.0,
+    requested_values: tuple[str, ...] | list[str] = (),
+) -> FeatureDecision:
+    state = snapshot.state
+    entitlement = state.features.get(feature_id)
+    if entitlement is None:
+        reason = state.denial_reason or DenialReason.NO_FEATURE_ENTITLEMENT_IN_SUBSCRIPTION
+        return FeatureDecision(False, reason)
+    if entitlement.denial_reason is not None:
+        return FeatureDecision(False, entitlement.denial_reason, entitlement)
+    feature = entitlement.feature
+    if feature.feature_type is FeatureType.ENUM:
+        allowed = set(entitlement.enum_values)
+        if all(value in allowed for value in requested_values):
+            return FeatureDecision(True, None, entitlement)
+        return FeatureDecision(False, DenialReason.REQUESTED_VALUES_MISMATCH, entitlement)
+    if not feature.is_metered:
+        # Boolean, and numeric configuration values: being entitled is the answer.
+        return FeatureDecision(True, None, entitlement, soft_limit=entitlement.soft_limit)
+    usage = effective_usage(entitlement, snapshot.feature_usage.get(feature_id), now)
+    if entitlement.credit_rate is not None:
+        return _decide_credit_backed(snapshot, entitlement, usage, requested_usage)
+    if entitlement.unlimited or entitlement.soft_limit:
+        return FeatureDecision(True, None, entitlement, usage, entitlement.soft_limit)
+    if _within_limit(entitlement, usage.current_usage, requested_usage):
+        return FeatureDecision(True, None, entitlement, usage)
+    return FeatureDecision(
+        False, DenialReason.REQUESTED_USAGE_EXCEEDING_LIMIT, entitlement, usage
+    )
+
+
+def _decide_credit_backed(
+    snapshot: CustomerSnapshot,
+    entitlement: FeatureEntitlement,
+    usage: EffectiveUsage,
+    requested_usage: float,
+) -> FeatureDecision:
+    rate = entitlement.credit_rate
+    assert rate is not None
+    wallet = wallet_view(snapshot, rate.currency_id)
+    if wallet is None:
+        return FeatureDecision(False, DenialReason.ENTITLEMENT_NOT_FOUND, entitlement, usage)
+    soft = entitlement.soft_limit or wallet.credit.soft_limit
+
+    def deny(reason: DenialReason) -> FeatureDecision:
+        return FeatureDecision(False, reason, entitlement, usage, soft, wallet)
+
+    if wallet.credit.denial_reason is not None:
+        return deny(wallet.credit.denial_reason)
+    # Credit-backed features usually carry no unit limit of their own; when one
+    # is configured (hard, finite) it applies on top of the wallet.
+    has_unit_limit = entitlement.usage_limit is not None and not entitlement.unlimited
+    if (
+        has_unit_limit
+        and not soft
+        and not _within_limit(entitlement, usage.current_usage, requested_usage)
+    ):
+        return deny(DenialReason.REQUESTED_USAGE_EXCEEDING_LIMIT)
+    if not soft and not credits_cover(wallet, requested_usage * rate.amount):
+        return deny(DenialReason.INSUFFICIENT_CREDITS)
+    return FeatureDecision(True, None, entitlement, usage, soft, wallet)
+
+
+def decide_credit(
+    snapshot: CustomerSnapshot, currency_id: str, requested_usage: float = 0.0
+) -> CreditDecision:
+    state = snapshot.state
+    wallet = wallet_view(snapshot, currency_id)
+    if wallet is None:
+        return CreditDecision(False, state.denial_reason or DenialReason.ENTITLEMENT_NOT_FOUND)
+    if wallet.credit.denial_reason is not None:
+        return CreditDecision(False, wallet.credit.denial_reason, wallet)
+    if wallet.credit.soft_limit or credits_cover(wallet, requested_usage):
+        return CreditDecision(True, None, wallet)
+    return CreditDecision(False, DenialReason.INSUFFICIENT_CREDITS, wallet)

@@ -1,0 +1,279 @@
+"""The read path and the write path, independent of any transport.
+
+Reads: hot cache -> source (single-flight per key) -> stale cache -> None (the
+caller then serves fallbacks). Writes: forwarded to the source; the usage it
+acknowledges is written back so the next read reflects it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from sidecar.cache.hot_cache import HotCache, Key
+from sidecar.cache.sizing import deep_size
+from sidecar.errors import SourceError, SourceRejected
+from sidecar.model.state import CUSTOMER_LEVEL_REASONS, CustomerSnapshot, DenialReason
+from sidecar.model.usage import RawEvent, UsageAck, UsageReport
+from sidecar.observability import Metrics
+from sidecar.source.base import (
+    Change,
+    CustomerRemoved,
+    EntitlementSource,
+    Resync,
+    SnapshotChanged,
+    UsageChanged,
+)
+
+log = structlog.get_logger("sidecar.service")
+
+_NANOID_ALPHABET = "_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def local_measurement_id() -> str:
+    """A 21-character URL-safe id, the shape Stigg's offline mode hands out."""
+    return "".join(secrets.choice(_NANOID_ALPHABET) for _ in range(21))
+
+
+@dataclass(slots=True)
+class CacheEntry:
+    snapshot: CustomerSnapshot
+    # Earliest valid-until of any entitlement: after it the state must be refetched.
+    expires_at: float | None
+
+
+def _expiry(snapshot: CustomerSnapshot) -> float | None:
+    instants = [e.valid_until for e in snapshot.state.features.values() if e.valid_until]
+    instants += [c.valid_until for c in snapshot.state.credits.values() if c.valid_until]
+    return min(instants).timestamp() if instants else None
+
+
+class EntitlementService:
+    def __init__(
+        self,
+        *,
+        source: EntitlementSource | None,
+        cache: HotCache[CacheEntry],
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        # No source means offline mode: nothing is ever fetched or forwarded.
+        self._source = source
+        self._cache = cache
+        self._metrics = metrics
+        self._clock = clock
+        self._inflight: dict[Key, asyncio.Future[CustomerSnapshot]] = {}
+        # Changes that arrive while a key is being fetched; the fetch may predate them.
+        self._raced: dict[Key, list[Change]] = {}
+        self._watcher: asyncio.Task[None] | None = None
+        #: Becomes true once the change stream delivered its first Resync (or at once offline).
+        self.synced = asyncio.Event()
+        if source is None:
+            self.synced.set()
+
+    @property
+    def offline(self) -> bool:
+        return self._source is None
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
+
+    # ------------------------------------------------------------------ reads
+
+    async def snapshot(self, customer_id: str, resource_id: str | None) -> CustomerSnapshot | None:
+        """The state to evaluate, or None when only fallbacks can answer."""
+        key = (customer_id, resource_id)
+        entry = self._cache.get(key)
+        if entry is not None and (entry.expires_at is None or entry.expires_at > self._clock()):
+            return entry.snapshot
+        if self._source is None:
+            return None
+        try:
+            return await self._fetch(key)
+        except SourceError as exc:
+            self._metrics.network_errors.inc()
+            log.warning("source_fetch_failed", customer_id=customer_id, resource_id=resource_id, error=str(exc))
+            if entry is not None:
+                # Stale data is a better answer than a guess.
+                self._metrics.stale_served.inc()
+                return entry.snapshot
+            return None
+
+    async def _fetch(self, key: Key) -> CustomerSnapshot:
+        pending = self._inflight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[CustomerSnapshot] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        assert self._source is not None
+        started = time.perf_counter()
+        try:
+            fetched = await self._source.fetch(*key)
+        except BaseException as exc:
+            del self._inflight[key]
+            self._raced.pop(key, None)
+            future.set_exception(exc)
+            # Every waiter re-raises it; mark it retrieved so asyncio does not warn.
+            future.exception()
+            raise
+        self._metrics.source_latency.observe(time.perf_counter() - started)
+        del self._inflight[key]
+        self._store(key, fetched)
+        for change in self._raced.pop(key, ()):
+            self.apply(change)
+        held = self._cache.get(key)
+        snapshot = held.snapshot if held is not None else fetched
+        future.set_result(snapshot)
+        return snapshot
+
+    def _store(self, key: Key, snapshot: CustomerSnapshot) -> CustomerSnapshot:
+        """Put a snapshot in the hot cache unless a newer one is already there."""
+        held = self._cache.get(key)
+        if held is not None and held.snapshot.state.version > snapshot.state.version:
+            return held.snapshot
+        self._put(key, snapshot)
+        return snapshot
+
+    def _put(self, key: Key, snapshot: CustomerSnapshot) -> None:
+        self._cache.put(key, CacheEntry(snapshot, _expiry(snapshot)), deep_size(snapshot))
+
+    async def reload(self, customer_id: str, resource_id: str | None) -> bool:
+        """Refetch and overwrite; True when the customer exists (Stigg's rule)."""
+        if self._source is None:
+            return True
+        key = (customer_id, resource_id)
+        try:
+            snapshot = await self._source.fetch(customer_id, resource_id)
+        except SourceError as exc:
+            self._metrics.network_errors.inc()
+            log.warning("reload_failed", customer_id=customer_id, error=str(exc))
+            return False
+        self._put(key, snapshot)
+        reason = snapshot.state.denial_reason
+        return reason is None or reason not in CUSTOMER_LEVEL_REASONS or (
+            reason is DenialReason.NO_ACTIVE_SUBSCRIPTION
+        )
+
+    # ----------------------------------------------------------------- writes
+
+    async def report_usage(self, reports: Sequence[UsageReport]) -> list[UsageAck]:
+        if self._source is None:
+            return [
+                UsageAck(local_measurement_id(), r.customer_id, r.feature_id, r.resource_id)
+                for r in reports
+            ]
+        try:
+            acks = await self._source.report_usage(reports)
+        except SourceRejected:
+            raise
+        except SourceError:
+            self._metrics.network_errors.inc()
+            raise
+        for ack in acks:
+            self._write_back(ack)
+        return acks
+
+    def _write_back(self, ack: UsageAck) -> None:
+        key = (ack.customer_id, ack.resource_id)
+        held = self._cache.get(key)
+        if held is None:
+            # Nothing cached: the next read fetches the new usage anyway.
+            return
+        snapshot = held.snapshot
+        if ack.usage is not None:
+            snapshot = snapshot.with_feature_usage(ack.feature_id, ack.usage)
+        if ack.credit is not None:
+            snapshot = snapshot.with_credit_usage(ack.credit.currency_id, ack.credit.record)
+        if snapshot is not held.snapshot:
+            self._put(key, snapshot)
+
+    async def report_events(self, events: Sequence[RawEvent]) -> None:
+        if self._source is None:
+            return
+        try:
+            await self._source.report_events(events)
+        except SourceRejected:
+            raise
+        except SourceError:
+            self._metrics.network_errors.inc()
+            raise
+
+    # ---------------------------------------------------------------- changes
+
+    def apply(self, change: Change) -> None:
+        """Keep the hot cache coherent with one upstream change."""
+        if isinstance(change, Resync):
+            # What we hold may have missed changes: drop it all, reads refetch.
+            self._cache.clear()
+            self.synced.set()
+        elif isinstance(change, SnapshotChanged):
+            state = change.snapshot.state
+            key = (state.customer_id, state.resource_id)
+            if key in self._inflight:
+                self._raced.setdefault(key, []).append(change)
+            elif key in self._cache:
+                self._store(key, change.snapshot)
+        elif isinstance(change, UsageChanged):
+            self._apply_usage(change)
+        elif isinstance(change, CustomerRemoved):
+            if change.resource_id is None:
+                self._cache.invalidate_customer(change.customer_id)
+            else:
+                self._cache.invalidate((change.customer_id, change.resource_id))
+
+    def _apply_usage(self, change: UsageChanged) -> None:
+        key = (change.customer_id, change.resource_id)
+        if key in self._inflight:
+            self._raced.setdefault(key, []).append(change)
+            return
+        held = self._cache.get(key)
+        if held is None:
+            return
+        if change.feature_id is not None:
+            snapshot = held.snapshot.with_feature_usage(change.feature_id, change.record)
+        elif change.currency_id is not None:
+            snapshot = held.snapshot.with_credit_usage(change.currency_id, change.record)
+        else:
+            return
+        if snapshot is not held.snapshot:
+            self._put(key, snapshot)
+
+    async def watch(self) -> None:
+        """Apply the source's change stream until cancelled, reconnecting on errors."""
+        if self._source is None:
+            return
+        backoff = 0.1
+        while True:
+            try:
+                async for change in self._source.changes():
+                    self.apply(change)
+                    backoff = 0.1
+            except SourceError as exc:
+                log.warning("change_stream_lost", error=str(exc))
+            # Until the stream is back, what we hold cannot be trusted.
+            self._cache.clear()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    def start(self) -> None:
+        if self._source is not None and self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self.watch())
+
+    async def aclose(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        if self._source is not None:
+            await self._source.aclose()
+
+    def cache_info(self) -> dict[str, Any]:
+        return {"entries": len(self._cache), "bytes": self._cache.bytes_used}

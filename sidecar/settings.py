@@ -1,0 +1,165 @@
+"""Every setting of the sidecar: one frozen object built once from the environment.
+
+Names follow Stigg's sidecar where one exists. Problems are collected and
+reported together so an operator fixes a bad deployment in one round. The
+README's configuration table is rendered from ``SPECS`` (a test keeps it fresh).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sidecar.cache.memory_limit import default_cache_max_bytes
+from sidecar.evaluation.fallback import FallbackError, FallbackValues, parse_fallback_map
+
+
+class SettingsError(ValueError):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+        self.problems = problems
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected a boolean (1/0, true/false), got {raw!r}")
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError(f"expected an integer, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _positive_float(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError(f"expected a number, got {raw!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"must be a positive number, got {raw!r}")
+    return value
+
+
+def _log_level(raw: str) -> str:
+    value = raw.strip().lower()
+    if value == "warning":
+        value = "warn"
+    if value not in ("debug", "info", "warn", "error"):
+        raise ValueError(f"expected one of error, warn, info, debug; got {raw!r}")
+    return value
+
+
+def _log_format(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("auto", "json", "console"):
+        raise ValueError(f"expected auto, json or console; got {raw!r}")
+    return value
+
+
+def _fallbacks(raw: str) -> Mapping[str, FallbackValues]:
+    try:
+        return parse_fallback_map(raw)
+    except FallbackError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _str(raw: str) -> str:
+    return raw.strip()
+
+
+@dataclass(frozen=True)
+class Spec:
+    env: str
+    attr: str
+    parse: Callable[[str], Any]
+    default: str | None
+    doc: str
+
+
+SPECS: tuple[Spec, ...] = (
+    Spec("PORT", "port", _int_in(0, 65535), "80",
+         "gRPC listen port (80 is what the official SDKs dial by default)."),
+    Spec("BIND_ADDRESS", "bind_address", _str, "127.0.0.1",
+         "gRPC listen address. Loopback by default: the sidecar serves its own pod only."),
+    Spec("HTTP_PORT", "http_port", _int_in(0, 65535), "8080",
+         "HTTP side port for `/livez`, `/readyz` and `/metrics`."),
+    Spec("HTTP_BIND_ADDRESS", "http_bind_address", _str, "0.0.0.0",
+         "HTTP side port address (all interfaces, so kubelet probes and scrapers reach it)."),
+    Spec("OFFLINE", "offline", _bool, "0",
+         "Offline mode: no network; reads return fallbacks, usage reports are acknowledged "
+         "locally, events are dropped."),
+    Spec("ENTITLEMENTS_FALLBACK", "fallbacks", _fallbacks, "",
+         'Global fallbacks, Stigg JSON format: `{"feature-id": {"hasAccess": true, '
+         '"usageLimit": 1000}}`; keys `hasAccess`, `value`, `isUnlimited`, `usageLimit`, '
+         "`enumValues`."),
+    Spec("CACHE_MAX_SIZE_BYTES", "cache_max_bytes", _int_in(1, 2**62), None,
+         "Byte bound of the in-process hot cache. Default: half the container memory limit "
+         "(cgroup v2/v1), else half the physical memory."),
+    Spec("LOG_LEVEL", "log_level", _log_level, "info", "`error`, `warn`, `info` or `debug`."),
+    Spec("LOG_FORMAT", "log_format", _log_format, "auto",
+         "`json`, `console`, or `auto` (JSON unless stderr is a terminal)."),
+    Spec("SHUTDOWN_GRACE_SECONDS", "shutdown_grace_seconds", _positive_float, "10",
+         "On SIGTERM/SIGINT: stop accepting calls, let in-flight ones finish for this long."),
+    Spec("MAX_MESSAGE_BYTES", "max_message_bytes", _int_in(1024, 64 * 2**20), "4194304",
+         "Largest gRPC request or response accepted, in bytes."),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    port: int = 80
+    bind_address: str = "127.0.0.1"
+    http_port: int = 8080
+    http_bind_address: str = "0.0.0.0"
+    offline: bool = False
+    fallbacks: Mapping[str, FallbackValues] = field(default_factory=dict)
+    cache_max_bytes: int = 256 * 2**20
+    log_level: str = "info"
+    log_format: str = "auto"
+    shutdown_grace_seconds: float = 10.0
+    max_message_bytes: int = 4 * 2**20
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for spec in SPECS:
+            raw = env.get(spec.env, spec.default)
+            if raw is None:
+                continue
+            try:
+                values[spec.attr] = spec.parse(raw)
+            except ValueError as exc:
+                problems.append(f"{spec.env}: {exc}")
+        if problems:
+            raise SettingsError(problems)
+        if "cache_max_bytes" not in values:
+            values["cache_max_bytes"] = default_cache_max_bytes()
+        return cls(**values)
+
+
+def render_env_table() -> str:
+    """The README's configuration table."""
+    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for spec in SPECS:
+        default = f"`{spec.default}`" if spec.default else "(see meaning)"
+        if spec.default == "":
+            default = "(empty)"
+        rows.append(f"| `{spec.env}` | {default} | {spec.doc} |")
+    return "\n".join(rows)

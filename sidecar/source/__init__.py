@@ -1,0 +1,1 @@
+"""Where entitlement state comes from: the seam between the sidecar and its upstream."""

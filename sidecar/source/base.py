@@ -1,0 +1,65 @@
+"""The entitlement source interface.
+
+The read path and the API layer see only this Protocol, so a new backend (the
+HTTP upstream, a test double) plugs in without touching either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from sidecar.model.state import CustomerSnapshot, UsageRecord
+from sidecar.model.usage import RawEvent, UsageAck, UsageReport
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotChanged:
+    """A (customer, resource) has a new entitlement state (usage included)."""
+
+    snapshot: CustomerSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class UsageChanged:
+    customer_id: str
+    resource_id: str | None
+    # Exactly one of feature_id / currency_id is set.
+    feature_id: str | None
+    currency_id: str | None
+    record: UsageRecord
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerRemoved:
+    """Drop what is held for the customer (all resources when resource_id is None)."""
+
+    customer_id: str
+    resource_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """The change stream was interrupted: nothing held can be trusted any more."""
+
+
+Change = SnapshotChanged | UsageChanged | CustomerRemoved | Resync
+
+
+class EntitlementSource(Protocol):
+    async def fetch(self, customer_id: str, resource_id: str | None) -> CustomerSnapshot:
+        """The current state; raises SourceUnavailable or SourceRejected."""
+        ...
+
+    async def report_usage(self, reports: Sequence[UsageReport]) -> list[UsageAck]:
+        """Forward usage; acknowledgements come back in request order."""
+        ...
+
+    async def report_events(self, events: Sequence[RawEvent]) -> None: ...
+
+    def changes(self) -> AsyncIterator[Change]:
+        """Changes as they happen; starts with Resync after every (re)connect."""
+        ...
+
+    async def aclose(self) -> None: ...
