@@ -129,14 +129,14 @@ class EntitlementService:
         self._store(key, fetched)
         for change in self._raced.pop(key, ()):
             self.apply(change)
-        held = self._cache.get(key)
+        held = self._cache.peek(key)
         snapshot = held.snapshot if held is not None else fetched
         future.set_result(snapshot)
         return snapshot
 
     def _store(self, key: Key, snapshot: CustomerSnapshot) -> CustomerSnapshot:
         """Put a snapshot in the hot cache unless a newer one is already there."""
-        held = self._cache.get(key)
+        held = self._cache.peek(key)
         if held is not None and held.snapshot.state.version > snapshot.state.version:
             return held.snapshot
         self._put(key, snapshot)
@@ -183,7 +183,7 @@ class EntitlementService:
 
     def _write_back(self, ack: UsageAck) -> None:
         key = (ack.customer_id, ack.resource_id)
-        held = self._cache.get(key)
+        held = self._cache.peek(key)
         if held is None:
             # Nothing cached: the next read fetches the new usage anyway.
             return
@@ -234,7 +234,7 @@ class EntitlementService:
         if key in self._inflight:
             self._raced.setdefault(key, []).append(change)
             return
-        held = self._cache.get(key)
+        held = self._cache.peek(key)
         if held is None:
             return
         if change.feature_id is not None:

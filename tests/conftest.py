@@ -1,0 +1,74 @@
+"""Shared fixtures: a running sidecar over an in-memory source, and clients for it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import grpc
+import pytest
+
+from sidecar.app import Sidecar
+from sidecar.evaluation.fallback import parse_fallback_map
+from sidecar.pb import sidecar_pb2_grpc as pb_grpc
+from sidecar.settings import Settings
+from sidecar.source.memory import InMemorySource
+
+FALLBACK_JSON = (
+    '{"fb-metered": {"hasAccess": true, "usageLimit": 1000},'
+    ' "fb-flag": {"hasAccess": true},'
+    ' "fb-tier": {"hasAccess": false, "enumValues": ["basic"]}}'
+)
+
+
+def make_settings(**overrides: object) -> Settings:
+    base: dict[str, object] = {
+        "port": 0,
+        "http_port": 0,
+        "http_bind_address": "127.0.0.1",
+        "cache_max_bytes": 64 * 2**20,
+        "fallbacks": parse_fallback_map(FALLBACK_JSON),
+        "shutdown_grace_seconds": 5.0,
+    }
+    base.update(overrides)
+    return Settings(**base)  # type: ignore[arg-type]
+
+
+async def wait_for(
+    condition: Callable[[], bool | Awaitable[bool]], timeout: float = 5.0, what: str = "condition"
+) -> None:
+    """Poll ``condition`` until it holds; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        outcome = condition()
+        if not isinstance(outcome, bool):
+            outcome = await outcome
+        if outcome:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def source() -> InMemorySource:
+    return InMemorySource()
+
+
+@pytest.fixture
+async def sidecar(source: InMemorySource) -> AsyncIterator[Sidecar]:
+    async with Sidecar(make_settings(), source) as running:
+        yield running
+
+
+@pytest.fixture
+async def offline_sidecar() -> AsyncIterator[Sidecar]:
+    async with Sidecar(make_settings(offline=True), None) as running:
+        yield running
+
+
+@pytest.fixture
+async def stub(sidecar: Sidecar) -> AsyncIterator[pb_grpc.SidecarServiceStub]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{sidecar.grpc_port}") as channel:
+        yield pb_grpc.SidecarServiceStub(channel)
