@@ -1,10 +1,10 @@
 """The sidecar's error hierarchy; the API edge maps these to gRPC status codes.
 
-    SidecarError
-    ├── InvalidArgument      a request field is malformed (names the field)
-    └── SourceError          the entitlement source failed
-        ├── SourceUnavailable   transient: timeout, connection refused, 5xx
-        └── SourceRejected      the source refused the request (4xx): retrying won't help
+SidecarError
+├── InvalidArgument      a request field is malformed (names the field)
+└── SourceError          the entitlement source failed
+    ├── SourceUnavailable   transient: timeout, connection refused, 5xx
+    └── SourceRejected      the source refused the request (4xx): retrying won't help
 """
 
 from __future__ import annotations

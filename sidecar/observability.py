@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -24,10 +24,28 @@ if TYPE_CHECKING:
 
     from sidecar.cache.hot_cache import HotCache
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 LATENCY_BUCKETS = (
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
+    2.5,
 )
 
 
@@ -53,7 +71,7 @@ def configure_logging(level: str, fmt: str = "auto") -> None:
 class _HotCacheCollector(Collector):
     """Reads the cache's plain counters at scrape time instead of on every access."""
 
-    def __init__(self, cache: HotCache[object]) -> None:
+    def __init__(self, cache: HotCache[Any]) -> None:
         self._cache = cache
 
     def collect(self) -> Iterator[Metric]:
@@ -61,13 +79,27 @@ class _HotCacheCollector(Collector):
         for name, doc, value in (
             ("sidecar_cache_hits", "Hot cache hits.", stats.hits),
             ("sidecar_cache_misses", "Hot cache misses.", stats.misses),
-            ("sidecar_cache_evictions", "Entries evicted to stay within the byte bound.", stats.evictions),
-            ("sidecar_cache_rejections", "Entries larger than the whole cache, not stored.", stats.rejections),
+            (
+                "sidecar_cache_evictions",
+                "Entries evicted to stay within the byte bound.",
+                stats.evictions,
+            ),
+            (
+                "sidecar_cache_rejections",
+                "Entries larger than the whole cache, not stored.",
+                stats.rejections,
+            ),
         ):
             yield CounterMetricFamily(name, doc, value=value)
-        yield GaugeMetricFamily("sidecar_cache_bytes", "Bytes charged to the hot cache.", value=self._cache.bytes_used)
-        yield GaugeMetricFamily("sidecar_cache_max_bytes", "Byte bound of the hot cache.", value=self._cache.max_bytes)
-        yield GaugeMetricFamily("sidecar_cache_entries", "Entries in the hot cache.", value=len(self._cache))
+        yield GaugeMetricFamily(
+            "sidecar_cache_bytes", "Bytes charged to the hot cache.", value=self._cache.bytes_used
+        )
+        yield GaugeMetricFamily(
+            "sidecar_cache_max_bytes", "Byte bound of the hot cache.", value=self._cache.max_bytes
+        )
+        yield GaugeMetricFamily(
+            "sidecar_cache_entries", "Entries in the hot cache.", value=len(self._cache)
+        )
 
 
 class Metrics:
@@ -82,7 +114,10 @@ class Metrics:
             registry=r,
         )
         decisions = Counter(
-            "sidecar_decisions", "Entitlement answers by access-denied reason.", ["reason"], registry=r
+            "sidecar_decisions",
+            "Entitlement answers by access-denied reason.",
+            ["reason"],
+            registry=r,
         )
         self.decisions = {reason: decisions.labels(reason.value) for reason in DenialReason}
         self.granted = decisions.labels("GRANTED")
@@ -93,7 +128,9 @@ class Metrics:
             "sidecar_network_request_errors", "Failed calls to the entitlement source.", registry=r
         )
         self.initialization_errors = Counter(
-            "sidecar_initialization_errors", "Start-up problems that did not stop the sidecar.", registry=r
+            "sidecar_initialization_errors",
+            "Start-up problems that did not stop the sidecar.",
+            registry=r,
         )
         self.source_latency = Histogram(
             "sidecar_source_fetch_duration_seconds",
@@ -102,11 +139,16 @@ class Metrics:
             registry=r,
         )
         self.stale_served = Counter(
-            "sidecar_stale_served", "Expired cache entries served because the source failed.", registry=r
+            "sidecar_stale_served",
+            "Expired cache entries served because the source failed.",
+            registry=r,
         )
         self.invalid_requests = Counter(
-            "sidecar_invalid_requests", "Requests rejected with INVALID_ARGUMENT.", ["method"], registry=r
+            "sidecar_invalid_requests",
+            "Requests rejected with INVALID_ARGUMENT.",
+            ["method"],
+            registry=r,
         )
 
-    def watch_cache(self, cache: HotCache[object]) -> None:
+    def watch_cache(self, cache: HotCache[Any]) -> None:
         self.registry.register(_HotCacheCollector(cache))

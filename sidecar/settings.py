@@ -92,31 +92,81 @@ class Spec:
 
 
 SPECS: tuple[Spec, ...] = (
-    Spec("PORT", "port", _int_in(0, 65535), "80",
-         "gRPC listen port (80 is what the official SDKs dial by default)."),
-    Spec("BIND_ADDRESS", "bind_address", _str, "127.0.0.1",
-         "gRPC listen address. Loopback by default: the sidecar serves its own pod only."),
-    Spec("HTTP_PORT", "http_port", _int_in(0, 65535), "8080",
-         "HTTP side port for `/livez`, `/readyz` and `/metrics`."),
-    Spec("HTTP_BIND_ADDRESS", "http_bind_address", _str, "0.0.0.0",
-         "HTTP side port address (all interfaces, so kubelet probes and scrapers reach it)."),
-    Spec("OFFLINE", "offline", _bool, "0",
-         "Offline mode: no network; reads return fallbacks, usage reports are acknowledged "
-         "locally, events are dropped."),
-    Spec("ENTITLEMENTS_FALLBACK", "fallbacks", _fallbacks, "",
-         'Global fallbacks, Stigg JSON format: `{"feature-id": {"hasAccess": true, '
-         '"usageLimit": 1000}}`; keys `hasAccess`, `value`, `isUnlimited`, `usageLimit`, '
-         "`enumValues`."),
-    Spec("CACHE_MAX_SIZE_BYTES", "cache_max_bytes", _int_in(1, 2**62), None,
-         "Byte bound of the in-process hot cache. Default: half the container memory limit "
-         "(cgroup v2/v1), else half the physical memory."),
+    Spec(
+        "PORT",
+        "port",
+        _int_in(0, 65535),
+        "80",
+        "gRPC listen port (80 is what the official SDKs dial by default).",
+    ),
+    Spec(
+        "BIND_ADDRESS",
+        "bind_address",
+        _str,
+        "127.0.0.1",
+        "gRPC listen address. Loopback by default: the sidecar serves its own pod only.",
+    ),
+    Spec(
+        "HTTP_PORT",
+        "http_port",
+        _int_in(0, 65535),
+        "8080",
+        "HTTP side port for `/livez`, `/readyz` and `/metrics`.",
+    ),
+    Spec(
+        "HTTP_BIND_ADDRESS",
+        "http_bind_address",
+        _str,
+        "0.0.0.0",
+        "HTTP side port address (all interfaces, so kubelet probes and scrapers reach it).",
+    ),
+    Spec(
+        "OFFLINE",
+        "offline",
+        _bool,
+        "0",
+        "Offline mode: no network; reads return fallbacks, usage reports are acknowledged "
+        "locally, events are dropped.",
+    ),
+    Spec(
+        "ENTITLEMENTS_FALLBACK",
+        "fallbacks",
+        _fallbacks,
+        "",
+        'Global fallbacks, Stigg JSON format: `{"feature-id": {"hasAccess": true, '
+        '"usageLimit": 1000}}`; keys `hasAccess`, `value`, `isUnlimited`, `usageLimit`, '
+        "`enumValues`.",
+    ),
+    Spec(
+        "CACHE_MAX_SIZE_BYTES",
+        "cache_max_bytes",
+        _int_in(1, 2**62),
+        None,
+        "Byte bound of the in-process hot cache. Default: half the container memory limit "
+        "(cgroup v2/v1), else half the physical memory.",
+    ),
     Spec("LOG_LEVEL", "log_level", _log_level, "info", "`error`, `warn`, `info` or `debug`."),
-    Spec("LOG_FORMAT", "log_format", _log_format, "auto",
-         "`json`, `console`, or `auto` (JSON unless stderr is a terminal)."),
-    Spec("SHUTDOWN_GRACE_SECONDS", "shutdown_grace_seconds", _positive_float, "10",
-         "On SIGTERM/SIGINT: stop accepting calls, let in-flight ones finish for this long."),
-    Spec("MAX_MESSAGE_BYTES", "max_message_bytes", _int_in(1024, 64 * 2**20), "4194304",
-         "Largest gRPC request or response accepted, in bytes."),
+    Spec(
+        "LOG_FORMAT",
+        "log_format",
+        _log_format,
+        "auto",
+        "`json`, `console`, or `auto` (JSON unless stderr is a terminal).",
+    ),
+    Spec(
+        "SHUTDOWN_GRACE_SECONDS",
+        "shutdown_grace_seconds",
+        _positive_float,
+        "10",
+        "On SIGTERM/SIGINT: stop accepting calls, let in-flight ones finish for this long.",
+    ),
+    Spec(
+        "MAX_MESSAGE_BYTES",
+        "max_message_bytes",
+        _int_in(1024, 64 * 2**20),
+        "4194304",
+        "Largest gRPC request or response accepted, in bytes.",
+    ),
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -14,6 +15,12 @@ from sidecar.evaluation.fallback import parse_fallback_map
 from sidecar.pb import sidecar_pb2_grpc as pb_grpc
 from sidecar.settings import Settings
 from sidecar.source.memory import InMemorySource
+
+if TYPE_CHECKING:
+    # mypy-protobuf types the aio flavour of the stub separately; it only exists in the .pyi.
+    AsyncStub = pb_grpc.SidecarServiceAsyncStub
+else:
+    AsyncStub = pb_grpc.SidecarServiceStub
 
 FALLBACK_JSON = (
     '{"fb-metered": {"hasAccess": true, "usageLimit": 1000},'
@@ -69,6 +76,6 @@ async def offline_sidecar() -> AsyncIterator[Sidecar]:
 
 
 @pytest.fixture
-async def stub(sidecar: Sidecar) -> AsyncIterator[pb_grpc.SidecarServiceStub]:
+async def stub(sidecar: Sidecar) -> AsyncIterator[AsyncStub]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{sidecar.grpc_port}") as channel:
         yield pb_grpc.SidecarServiceStub(channel)

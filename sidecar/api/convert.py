@@ -15,16 +15,16 @@ from sidecar.model.state import DenialReason, FeatureType, MeterType, ResetPerio
 from sidecar.model.usage import DimensionValue, RawEvent, UpdateBehavior, UsageAck, UsageReport
 from sidecar.pb import sidecar_pb2 as pb
 
-REASONS: Mapping[DenialReason, int] = {
+REASONS: Mapping[DenialReason, pb.AccessDeniedReason.ValueType] = {
     r: pb.AccessDeniedReason.Value(f"ACCESS_DENIED_REASON_{r.value}") for r in DenialReason
 }
-FEATURE_TYPES: Mapping[FeatureType, int] = {
+FEATURE_TYPES: Mapping[FeatureType, pb.FeatureType.ValueType] = {
     t: pb.FeatureType.Value(f"FEATURE_TYPE_{t.value}") for t in FeatureType
 }
-METER_TYPES: Mapping[MeterType, int] = {
+METER_TYPES: Mapping[MeterType, pb.MeterType.ValueType] = {
     t: pb.MeterType.Value(f"METER_TYPE_{t.value}") for t in MeterType
 }
-RESET_PERIODS: Mapping[ResetPeriod, int] = {
+RESET_PERIODS: Mapping[ResetPeriod, pb.EntitlementResetPeriod.ValueType] = {
     p: pb.EntitlementResetPeriod.Value(f"ENTITLEMENT_RESET_PERIOD_{p.value}") for p in ResetPeriod
 }
 
@@ -48,6 +48,7 @@ def _present(**fields: Any) -> dict[str, Any]:
 
 def fallback_values(message: Any) -> FallbackValues:
     """Any of the per-request fallback messages; fields it lacks stay unset."""
+
     def opt(name: str) -> Any:
         return getattr(message, name) if message.HasField(name) else None
 
@@ -258,4 +259,3 @@ def usage_response(ack: UsageAck) -> pb.ReportUsageResponse:
         **_present(resource_id=ack.resource_id),
         **fields,
     )
-

@@ -79,9 +79,18 @@ def rpc(method: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
 
 
 METHODS = (
-    "GetEntitlements", "GetEntitlement", "GetBooleanEntitlement", "GetNumericEntitlement",
-    "GetMeteredEntitlement", "GetEnumEntitlement", "ReportUsage", "ReportEvents",
-    "ReloadEntitlements", "ReportUsageBulk", "GetEntitlementV2", "GetEntitlementsStateV2",
+    "GetEntitlements",
+    "GetEntitlement",
+    "GetBooleanEntitlement",
+    "GetNumericEntitlement",
+    "GetMeteredEntitlement",
+    "GetEnumEntitlement",
+    "ReportUsage",
+    "ReportEvents",
+    "ReloadEntitlements",
+    "ReportUsageBulk",
+    "GetEntitlementV2",
+    "GetEntitlementsStateV2",
 )
 
 
@@ -181,7 +190,9 @@ class SidecarServicer(pb_grpc.SidecarServiceServicer):
         values = validation.requested_values(
             options.requested_values if options else (), "options.requested_values"
         )
-        result = await self._typed("GetEnumEntitlement", request, Kind.ENUM, requested_values=values)
+        result = await self._typed(
+            "GetEnumEntitlement", request, Kind.ENUM, requested_values=values
+        )
         return pb.GetEnumEntitlementResponse(
             **convert.header(result),
             requested_values=result.requested_values,
@@ -325,4 +336,3 @@ class SidecarServicer(pb_grpc.SidecarServiceServicer):
         resource_id = validation.optional_id(_opt(request, "resource_id"), "resource_id")
         exists = await self._service.reload(customer_id, resource_id)
         return pb.ReloadEntitlementsResponse(entitled_entity_exists=exists)
-

@@ -21,7 +21,13 @@ from sidecar.evaluation.rules import (
     decide_credit,
     decide_feature,
 )
-from sidecar.model.state import CustomerSnapshot, DenialReason, Feature, FeatureEntitlement, FeatureType
+from sidecar.model.state import (
+    CustomerSnapshot,
+    DenialReason,
+    Feature,
+    FeatureEntitlement,
+    FeatureType,
+)
 
 INT32_MAX = 2**31 - 1
 

@@ -150,9 +150,7 @@ def decide_feature(
         return FeatureDecision(True, None, entitlement, usage, entitlement.soft_limit)
     if _within_limit(entitlement, usage.current_usage, requested_usage):
         return FeatureDecision(True, None, entitlement, usage)
-    return FeatureDecision(
-        False, DenialReason.REQUESTED_USAGE_EXCEEDING_LIMIT, entitlement, usage
-    )
+    return FeatureDecision(False, DenialReason.REQUESTED_USAGE_EXCEEDING_LIMIT, entitlement, usage)
 
 
 def _decide_credit_backed(

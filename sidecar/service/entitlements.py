@@ -100,7 +100,12 @@ class EntitlementService:
             return await self._fetch(key)
         except SourceError as exc:
             self._metrics.network_errors.inc()
-            log.warning("source_fetch_failed", customer_id=customer_id, resource_id=resource_id, error=str(exc))
+            log.warning(
+                "source_fetch_failed",
+                customer_id=customer_id,
+                resource_id=resource_id,
+                error=str(exc),
+            )
             if entry is not None:
                 # Stale data is a better answer than a guess.
                 self._metrics.stale_served.inc()
@@ -158,8 +163,10 @@ class EntitlementService:
             return False
         self._put(key, snapshot)
         reason = snapshot.state.denial_reason
-        return reason is None or reason not in CUSTOMER_LEVEL_REASONS or (
-            reason is DenialReason.NO_ACTIVE_SUBSCRIPTION
+        return (
+            reason is None
+            or reason not in CUSTOMER_LEVEL_REASONS
+            or (reason is DenialReason.NO_ACTIVE_SUBSCRIPTION)
         )
 
     # ----------------------------------------------------------------- writes

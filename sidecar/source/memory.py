@@ -90,11 +90,15 @@ class InMemorySource:
         now = datetime.now(UTC)
         old = snapshot.feature_usage.get(report.feature_id, UsageRecord())
         new_usage = (
-            report.value if report.behavior is UpdateBehavior.SET else old.current_usage + report.value
+            report.value
+            if report.behavior is UpdateBehavior.SET
+            else old.current_usage + report.value
         )
         record = replace(old, current_usage=new_usage, updated_at=now, version=self._next_version())
         snapshot = snapshot.with_feature_usage(report.feature_id, record)
-        self._publish(UsageChanged(report.customer_id, report.resource_id, report.feature_id, None, record))
+        self._publish(
+            UsageChanged(report.customer_id, report.resource_id, report.feature_id, None, record)
+        )
         credit_ack = None
         rate = snapshot.state.features[report.feature_id].credit_rate
         wallet = snapshot.state.credits.get(rate.currency_id) if rate else None
@@ -110,7 +114,9 @@ class InMemorySource:
             snapshot = snapshot.with_credit_usage(rate.currency_id, credit_record)
             credit_ack = CreditAck(rate.currency_id, wallet.granted, credit_record, cost)
             self._publish(
-                UsageChanged(report.customer_id, report.resource_id, None, rate.currency_id, credit_record)
+                UsageChanged(
+                    report.customer_id, report.resource_id, None, rate.currency_id, credit_record
+                )
             )
         self._snapshots[key] = snapshot
         return UsageAck(

@@ -8,12 +8,10 @@ import pytest
 from sidecar.app import Sidecar
 from sidecar.errors import SourceUnavailable
 from sidecar.pb import sidecar_pb2 as pb
-from sidecar.pb import sidecar_pb2_grpc as pb_grpc
 from sidecar.source.memory import InMemorySource
 from tests.builders import boolean, demo_snapshot, snapshot
+from tests.conftest import AsyncStub as Stub
 from tests.conftest import wait_for
-
-Stub = pb_grpc.SidecarServiceStub
 
 
 @pytest.fixture
@@ -22,7 +20,9 @@ def customer(source: InMemorySource) -> str:
     return "cust-1"
 
 
-async def _metered(stub: Stub, customer: str, feature_id: str = "api-calls") -> pb.GetMeteredEntitlementResponse:
+async def _metered(
+    stub: Stub, customer: str, feature_id: str = "api-calls"
+) -> pb.GetMeteredEntitlementResponse:
     return await stub.GetMeteredEntitlement(
         pb.GetMeteredEntitlementRequest(customer_id=customer, feature_id=feature_id)
     )
@@ -61,7 +61,9 @@ async def test_credit_backed_usage_returns_wallet(stub: Stub, customer: str) -> 
     )
     assert ack.HasField("credit")
     assert (ack.credit.currency_id, ack.credit.consumed, ack.credit.current_usage) == (
-        "ai-credits", 10, 50,
+        "ai-credits",
+        10,
+        50,
     )
     assert ack.credit.usage_limit == 100
     wallet = await stub.GetEntitlementV2(
@@ -79,17 +81,26 @@ async def test_bulk_keeps_order(stub: Stub, customer: str) -> None:
             ]
         )
     )
-    assert [(u.feature_id, u.current_usage) for u in resp.usages] == [("api-calls", 8), ("storage", 155)]
+    assert [(u.feature_id, u.current_usage) for u in resp.usages] == [
+        ("api-calls", 8),
+        ("storage", 155),
+    ]
     assert len({u.measurement_id for u in resp.usages}) == 2
 
 
-async def test_report_usage_errors_propagate(stub: Stub, source: InMemorySource, customer: str) -> None:
+async def test_report_usage_errors_propagate(
+    stub: Stub, source: InMemorySource, customer: str
+) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as rejected:
-        await stub.ReportUsage(pb.ReportUsageRequest(customer_id=customer, feature_id="nope", value=1))
+        await stub.ReportUsage(
+            pb.ReportUsageRequest(customer_id=customer, feature_id="nope", value=1)
+        )
     assert rejected.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     source.failure = SourceUnavailable("upstream down")
     with pytest.raises(grpc.aio.AioRpcError) as down:
-        await stub.ReportUsage(pb.ReportUsageRequest(customer_id=customer, feature_id="api-calls", value=1))
+        await stub.ReportUsage(
+            pb.ReportUsageRequest(customer_id=customer, feature_id="api-calls", value=1)
+        )
     assert down.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "upstream down" in (down.value.details() or "")
 
@@ -102,8 +113,10 @@ async def test_report_events_forwarded(stub: Stub, source: InMemorySource) -> No
                     event_name="tokens",
                     customer_id="cust-1",
                     idempotency_key="k1",
-                    dimensions={"model": pb.EventDimensionValue(string_value="gpt"),
-                                "n": pb.EventDimensionValue(number_value=3)},
+                    dimensions={
+                        "model": pb.EventDimensionValue(string_value="gpt"),
+                        "n": pb.EventDimensionValue(number_value=3),
+                    },
                 )
             ]
         )

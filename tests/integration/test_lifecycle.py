@@ -11,7 +11,6 @@ import time
 
 import aiohttp
 import grpc
-import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -45,7 +44,7 @@ async def test_not_ready_until_change_stream_synced() -> None:
                 resp = await health.Check(health_pb2.HealthCheckRequest(service=""))
             except grpc.aio.AioRpcError:
                 return False
-            return resp.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            return bool(resp.status == health_pb2.HealthCheckResponse.NOT_SERVING)
 
         await wait_for(not_serving, what="NOT_SERVING before sync")
     assert not app.is_ready()
@@ -84,8 +83,12 @@ async def test_http_side_port(sidecar: Sidecar, source: InMemorySource) -> None:
     source.put(demo_snapshot("cust-1"))
     async with grpc.aio.insecure_channel(f"127.0.0.1:{sidecar.grpc_port}") as channel:
         stub = pb_grpc.SidecarServiceStub(channel)
-        await stub.GetBooleanEntitlement(pb.GetBooleanEntitlementRequest(customer_id="cust-1", feature_id="sso"))
-        await stub.GetBooleanEntitlement(pb.GetBooleanEntitlementRequest(customer_id="cust-1", feature_id="nope"))
+        await stub.GetBooleanEntitlement(
+            pb.GetBooleanEntitlementRequest(customer_id="cust-1", feature_id="sso")
+        )
+        await stub.GetBooleanEntitlement(
+            pb.GetBooleanEntitlementRequest(customer_id="cust-1", feature_id="nope")
+        )
     base = f"http://127.0.0.1:{sidecar.http.port}"
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{base}/livez") as resp:
@@ -109,7 +112,9 @@ async def test_graceful_stop_finishes_inflight_calls(source: InMemorySource) -> 
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
         stub = pb_grpc.SidecarServiceStub(channel)
         inflight = asyncio.ensure_future(
-            stub.GetBooleanEntitlement(pb.GetBooleanEntitlementRequest(customer_id="cust-1", feature_id="sso"))
+            stub.GetBooleanEntitlement(
+                pb.GetBooleanEntitlementRequest(customer_id="cust-1", feature_id="sso")
+            )
         )
         await wait_for(lambda: source.fetch_count == 1, what="the call to reach the source")
         stopping = asyncio.ensure_future(app.stop())

@@ -99,8 +99,11 @@ async def test_get_entitlement_unified(stigg: Stigg) -> None:
 
 async def test_get_entitlement_v2_feature_and_credit(stigg: Stigg) -> None:
     feature = await stigg.get_entitlement_v2(
-        sdk.GetEntitlementV2Request(customer_id="cust-1", feature_id="ai-tokens",
-                                    options=sdk.GetEntitlementOptions(requested_usage=31))
+        sdk.GetEntitlementV2Request(
+            customer_id="cust-1",
+            feature_id="ai-tokens",
+            options=sdk.GetEntitlementOptions(requested_usage=31),
+        )
     )
     assert feature.entitlement.has_access is False
     assert feature.entitlement.access_denied_reason == R.ACCESS_DENIED_REASON_INSUFFICIENT_CREDITS
@@ -116,12 +119,16 @@ async def test_get_entitlement_v2_feature_and_credit(stigg: Stigg) -> None:
 
 async def test_get_entitlements_lists(stigg: Stigg) -> None:
     v1 = await stigg.get_entitlements(sdk.GetEntitlementsRequest(customer_id="cust-1"))
-    v2 = await stigg.get_entitlements_state_v2(sdk.GetEntitlementsStateV2Request(customer_id="cust-1"))
+    v2 = await stigg.get_entitlements_state_v2(
+        sdk.GetEntitlementsStateV2Request(customer_id="cust-1")
+    )
     assert len(v1.entitlements) == 6 and v1.access_denied_reason is None
     assert len(v2.entitlements) == 7
     credits = [e.credit for e in v2.entitlements if e.is_set("credit")]
     assert [c.currency.currency_id for c in credits] == ["ai-credits"]
-    ghost = await stigg.get_entitlements_state_v2(sdk.GetEntitlementsStateV2Request(customer_id="ghost"))
+    ghost = await stigg.get_entitlements_state_v2(
+        sdk.GetEntitlementsStateV2Request(customer_id="ghost")
+    )
     assert ghost.access_denied_reason == R.ACCESS_DENIED_REASON_CUSTOMER_NOT_FOUND
 
 
@@ -138,11 +145,17 @@ async def test_report_usage_and_bulk(stigg: Stigg) -> None:
     assert ack.current_usage == 8 and ack.feature_id == "api-calls" and ack.measurement_id
     assert ack.usage_period_end == datetime(2099, 1, 1, tzinfo=UTC)
     bulk = await stigg.report_usage_bulk(
-        sdk.ReportUsageBulkRequest(usages=[
-            sdk.ReportUsageRequest(customer_id="cust-1", feature_id="api-calls", value=2,
-                                   update_behavior=sdk.UsageUpdateBehavior.USAGE_UPDATE_BEHAVIOR_SET),
-            sdk.ReportUsageRequest(customer_id="cust-1", feature_id="storage", value=1),
-        ])
+        sdk.ReportUsageBulkRequest(
+            usages=[
+                sdk.ReportUsageRequest(
+                    customer_id="cust-1",
+                    feature_id="api-calls",
+                    value=2,
+                    update_behavior=sdk.UsageUpdateBehavior.USAGE_UPDATE_BEHAVIOR_SET,
+                ),
+                sdk.ReportUsageRequest(customer_id="cust-1", feature_id="storage", value=1),
+            ]
+        )
     )
     assert [u.current_usage for u in bulk.usages] == [2, 151]
     after = await stigg.get_metered_entitlement(
@@ -153,10 +166,16 @@ async def test_report_usage_and_bulk(stigg: Stigg) -> None:
 
 async def test_report_events(stigg: Stigg, source: InMemorySource) -> None:
     await stigg.report_events(
-        sdk.ReportEventsRequest(events=[
-            sdk.Event(event_name="login", customer_id="cust-1", idempotency_key="k-1",
-                      dimensions={"ok": sdk.EventDimensionValue(boolean_value=True)})
-        ])
+        sdk.ReportEventsRequest(
+            events=[
+                sdk.Event(
+                    event_name="login",
+                    customer_id="cust-1",
+                    idempotency_key="k-1",
+                    dimensions={"ok": sdk.EventDimensionValue(boolean_value=True)},
+                )
+            ]
+        )
     )
     assert [(e.event_name, e.idempotency_key, dict(e.dimensions)) for e in source.events] == [
         ("login", "k-1", {"ok": True})
@@ -173,6 +192,8 @@ async def test_invalid_argument_reaches_sdk(stigg: Stigg) -> None:
     from grpclib.exceptions import GRPCError
 
     with pytest.raises(GRPCError) as err:
-        await stigg.get_boolean_entitlement(sdk.GetBooleanEntitlementRequest(customer_id="", feature_id="x"))
+        await stigg.get_boolean_entitlement(
+            sdk.GetBooleanEntitlementRequest(customer_id="", feature_id="x")
+        )
     assert err.value.status == Status.INVALID_ARGUMENT
-    assert err.value.message.startswith("customer_id:")
+    assert (err.value.message or "").startswith("customer_id:")

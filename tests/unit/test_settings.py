@@ -1,0 +1,78 @@
+"""Settings: parsing, defaults, all problems reported at once, README table freshness."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sidecar.evaluation.fallback import FallbackValues
+from sidecar.settings import Settings, SettingsError, render_env_table
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_defaults_match_stigg_and_loopback() -> None:
+    settings = Settings.from_env({"CACHE_MAX_SIZE_BYTES": "1024"})
+    assert settings.port == 80
+    assert settings.bind_address == "127.0.0.1"
+    assert settings.offline is False
+    assert settings.fallbacks == {}
+    assert settings.cache_max_bytes == 1024
+
+
+def test_cache_default_comes_from_memory_detection() -> None:
+    assert Settings.from_env({}).cache_max_bytes > 0
+
+
+def test_values_are_parsed() -> None:
+    settings = Settings.from_env(
+        {
+            "PORT": "8443",
+            "OFFLINE": "true",
+            "ENTITLEMENTS_FALLBACK": '{"f": {"hasAccess": true, "usageLimit": 5}}',
+            "LOG_LEVEL": "WARNING",
+            "SHUTDOWN_GRACE_SECONDS": "2.5",
+            "CACHE_MAX_SIZE_BYTES": "1",
+        }
+    )
+    assert settings.port == 8443 and settings.offline
+    assert settings.fallbacks == {"f": FallbackValues(has_access=True, usage_limit=5.0)}
+    assert settings.log_level == "warn"
+    assert settings.shutdown_grace_seconds == 2.5
+
+
+@pytest.mark.parametrize(
+    ("env", "value"),
+    [
+        ("PORT", "70000"),
+        ("PORT", "eighty"),
+        ("OFFLINE", "maybe"),
+        ("CACHE_MAX_SIZE_BYTES", "0"),
+        ("CACHE_MAX_SIZE_BYTES", "-5"),
+        ("LOG_LEVEL", "loud"),
+        ("LOG_FORMAT", "xml"),
+        ("SHUTDOWN_GRACE_SECONDS", "nan"),
+        ("SHUTDOWN_GRACE_SECONDS", "0"),
+        ("MAX_MESSAGE_BYTES", "10"),
+        ("ENTITLEMENTS_FALLBACK", "[1]"),
+        ("ENTITLEMENTS_FALLBACK", '{"f": {"hasAccess": "yes"}}'),
+    ],
+)
+def test_each_bad_value_is_named(env: str, value: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({"CACHE_MAX_SIZE_BYTES": "1", env: value})
+    assert any(p.startswith(f"{env}:") for p in err.value.problems)
+
+
+def test_all_problems_reported_together() -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({"PORT": "x", "OFFLINE": "x", "LOG_LEVEL": "x"})
+    assert [p.split(":")[0] for p in err.value.problems] == ["PORT", "OFFLINE", "LOG_LEVEL"]
+
+
+def test_readme_configuration_table_is_current() -> None:
+    assert render_env_table() in README.read_text(), (
+        "README.md's configuration table is stale; paste the output of "
+        "`python -c 'from sidecar.settings import render_env_table; print(render_env_table())'`"
+    )
