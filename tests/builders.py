@@ -38,7 +38,13 @@ def metered(feature_id: str, limit: float | None, **kw: object) -> FeatureEntitl
     kw.setdefault("reset_period", ResetPeriod.MONTH)
     kw.setdefault("usage_period_anchor", datetime(2026, 1, 31, tzinfo=UTC))
     return FeatureEntitlement(
-        Feature(feature_id, FeatureType.NUMBER, MeterType.INCREMENTAL, units="call", units_plural="calls"),
+        Feature(
+            feature_id,
+            FeatureType.NUMBER,
+            MeterType.INCREMENTAL,
+            units="call",
+            units_plural="calls",
+        ),
         usage_limit=limit,
         **kw,  # type: ignore[arg-type]
     )
@@ -48,19 +54,27 @@ def enum(feature_id: str, values: tuple[str, ...], **kw: object) -> FeatureEntit
     return FeatureEntitlement(Feature(feature_id, FeatureType.ENUM), enum_values=values, **kw)  # type: ignore[arg-type]
 
 
-def credit_backed(feature_id: str, currency_id: str, rate: float, **kw: object) -> FeatureEntitlement:
+def credit_backed(
+    feature_id: str, currency_id: str, rate: float, **kw: object
+) -> FeatureEntitlement:
     return metered(feature_id, None, credit_rate=CreditRate(rate, currency_id), **kw)
 
 
 def wallet(currency_id: str, granted: float, **kw: object) -> CreditEntitlement:
     currency = Currency(
-        currency_id, f"{currency_id} credits", description="AI credits",
-        unit_singular="credit", unit_plural="credits", metadata={"tier": "gold"},
+        currency_id,
+        f"{currency_id} credits",
+        description="AI credits",
+        unit_singular="credit",
+        unit_plural="credits",
+        metadata={"tier": "gold"},
     )
     return CreditEntitlement(currency, granted, **kw)  # type: ignore[arg-type]
 
 
-def usage(current: float, start: datetime | None = None, end: datetime | None = None) -> UsageRecord:
+def usage(
+    current: float, start: datetime | None = None, end: datetime | None = None
+) -> UsageRecord:
     return UsageRecord(
         current_usage=current,
         period_start=start or datetime(2026, 5, 31, tzinfo=UTC),

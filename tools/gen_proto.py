@@ -60,7 +60,9 @@ def main() -> int:
     if args.check:
         existing = {p.name: p.read_text() for p in OUT.glob("*.py*")} if OUT.exists() else {}
         if existing != files:
-            stale = sorted(set(existing) ^ set(files) | {k for k in files if existing.get(k) != files[k]})
+            stale = sorted(
+                set(existing) ^ set(files) | {k for k in files if existing.get(k) != files[k]}
+            )
             print(f"sidecar/pb is stale ({', '.join(stale)}); run: python tools/gen_proto.py")
             return 1
         print("sidecar/pb is up to date")
