@@ -56,6 +56,15 @@ DEFAULT_FALLBACK = FallbackValues()
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
+def _finite_number(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        # Huge JSON integers would overflow the float conversion.
+        return abs(value) < 2**63
+    return isinstance(value, float) and math.isfinite(value)
+
+
 def _entry(feature_id: str, raw: object) -> FallbackValues:
     path = f"ENTITLEMENTS_FALLBACK[{feature_id!r}]"
     if not isinstance(raw, dict):
@@ -75,9 +84,7 @@ def _entry(feature_id: str, raw: object) -> FallbackValues:
     if unlimited is not None and not isinstance(unlimited, bool):
         raise FallbackError(f"{path}.isUnlimited: expected a boolean")
     limit = raw.get("usageLimit")
-    if limit is not None and (
-        isinstance(limit, bool) or not isinstance(limit, int | float) or not math.isfinite(limit)
-    ):
+    if limit is not None and not _finite_number(limit):
         raise FallbackError(f"{path}.usageLimit: expected a finite number")
     enum_values = raw.get("enumValues", [])
     if not isinstance(enum_values, list) or not all(isinstance(v, str) for v in enum_values):
@@ -99,6 +106,8 @@ def parse_fallback_map(text: str) -> Mapping[str, FallbackValues]:
         raw = json.loads(text)
     except ValueError as exc:
         raise FallbackError(f"ENTITLEMENTS_FALLBACK: not valid JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise FallbackError("ENTITLEMENTS_FALLBACK: nested too deeply") from exc
     if not isinstance(raw, dict):
         raise FallbackError("ENTITLEMENTS_FALLBACK: expected a JSON object keyed by feature id")
     return {str(feature_id): _entry(str(feature_id), entry) for feature_id, entry in raw.items()}

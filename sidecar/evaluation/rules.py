@@ -133,7 +133,9 @@ def decide_feature(
         reason = state.denial_reason or DenialReason.NO_FEATURE_ENTITLEMENT_IN_SUBSCRIPTION
         return FeatureDecision(False, reason)
     if entitlement.denial_reason is not None:
-        return FeatureDecision(False, entitlement.denial_reason, entitlement)
+        return FeatureDecision(
+            False, entitlement.denial_reason, entitlement, soft_limit=entitlement.soft_limit
+        )
     feature = entitlement.feature
     if feature.feature_type is FeatureType.ENUM:
         allowed = set(entitlement.enum_values)
@@ -163,7 +165,9 @@ def _decide_credit_backed(
     assert rate is not None
     wallet = wallet_view(snapshot, rate.currency_id)
     if wallet is None:
-        return FeatureDecision(False, DenialReason.ENTITLEMENT_NOT_FOUND, entitlement, usage)
+        return FeatureDecision(
+            False, DenialReason.ENTITLEMENT_NOT_FOUND, entitlement, usage, entitlement.soft_limit
+        )
     soft = entitlement.soft_limit or wallet.credit.soft_limit
 
     def deny(reason: DenialReason) -> FeatureDecision:

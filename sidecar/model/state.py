@@ -19,11 +19,16 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
 
 SCHEMA_VERSION = 1
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+# Beyond this a number cannot be a real quantity, and float conversion would overflow.
+_MAX_MAGNITUDE = 2.0**63
 
 _E = TypeVar("_E", bound=StrEnum)
 
@@ -207,7 +212,8 @@ class StateDecodeError(ValueError):
 def _ms(value: datetime | None) -> int | None:
     if value is None:
         return None
-    return int(value.timestamp() * 1000)
+    # Integer arithmetic: going through float seconds loses a millisecond now and then.
+    return (value - _EPOCH) // _MS
 
 
 def encode_feature(ent: FeatureEntitlement) -> dict[str, Any]:
@@ -339,7 +345,10 @@ class _Reader:
             return None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise StateDecodeError(f"{self.path}.{key}", "expected a number")
-        if not math.isfinite(value):
+        if isinstance(value, int):
+            if abs(value) >= _MAX_MAGNITUDE:
+                raise StateDecodeError(f"{self.path}.{key}", "out of range")
+        elif not math.isfinite(value):
             raise StateDecodeError(f"{self.path}.{key}", "must be finite")
         return float(value)
 
@@ -366,7 +375,7 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, int):
             raise StateDecodeError(f"{self.path}.{key}", "expected epoch milliseconds")
         try:
-            return datetime.fromtimestamp(value / 1000, tz=UTC)
+            return _EPOCH + timedelta(milliseconds=value)
         except (OverflowError, OSError, ValueError) as exc:
             raise StateDecodeError(f"{self.path}.{key}", "timestamp out of range") from exc
 
@@ -517,6 +526,8 @@ def _loads(payload: bytes | str) -> object:
         return json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise StateDecodeError("$", f"not valid JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise StateDecodeError("$", "nested too deeply") from exc
 
 
 def decode_state(payload: bytes | str) -> EntitlementState:
