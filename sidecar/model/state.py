@@ -209,7 +209,7 @@ class StateDecodeError(ValueError):
         self.problem = problem
 
 
-def _ms(value: datetime | None) -> int | None:
+def epoch_ms(value: datetime | None) -> int | None:
     if value is None:
         return None
     # Integer arithmetic: going through float seconds loses a millisecond now and then.
@@ -233,13 +233,13 @@ def encode_feature(ent: FeatureEntitlement) -> dict[str, Any]:
         "accessDeniedReason": ent.denial_reason.value if ent.denial_reason else None,
         "enumValues": list(ent.enum_values),
         "resetPeriod": ent.reset_period.value if ent.reset_period else None,
-        "usagePeriodAnchor": _ms(ent.usage_period_anchor),
+        "usagePeriodAnchor": epoch_ms(ent.usage_period_anchor),
         "creditRate": (
             {"amount": ent.credit_rate.amount, "currencyId": ent.credit_rate.currency_id}
             if ent.credit_rate
             else None
         ),
-        "validUntil": _ms(ent.valid_until),
+        "validUntil": epoch_ms(ent.valid_until),
     }
 
 
@@ -257,7 +257,7 @@ def encode_credit(ent: CreditEntitlement) -> dict[str, Any]:
         "granted": ent.granted,
         "hasSoftLimit": ent.soft_limit,
         "accessDeniedReason": ent.denial_reason.value if ent.denial_reason else None,
-        "validUntil": _ms(ent.valid_until),
+        "validUntil": epoch_ms(ent.valid_until),
     }
 
 
@@ -265,9 +265,9 @@ def encode_usage_record(record: UsageRecord) -> dict[str, Any]:
     return {
         "schemaVersion": SCHEMA_VERSION,
         "currentUsage": record.current_usage,
-        "usagePeriodStart": _ms(record.period_start),
-        "usagePeriodEnd": _ms(record.period_end),
-        "updatedAt": _ms(record.updated_at),
+        "usagePeriodStart": epoch_ms(record.period_start),
+        "usagePeriodEnd": epoch_ms(record.period_end),
+        "updatedAt": epoch_ms(record.updated_at),
         "version": record.version,
     }
 
@@ -281,7 +281,7 @@ def encode_state_dict(state: EntitlementState) -> dict[str, Any]:
         "features": [encode_feature(e) for e in state.features.values()],
         "credits": [encode_credit(e) for e in state.credits.values()],
         "version": state.version,
-        "updatedAt": _ms(state.updated_at),
+        "updatedAt": epoch_ms(state.updated_at),
     }
 
 
@@ -308,7 +308,7 @@ def encode_snapshot(snapshot: CustomerSnapshot) -> bytes:
     return _dumps(encode_snapshot_dict(snapshot))
 
 
-class _Reader:
+class JsonReader:
     """Typed access to a JSON object that reports errors by path."""
 
     __slots__ = ("data", "path")
@@ -319,7 +319,7 @@ class _Reader:
         self.data: dict[str, Any] = data
         self.path = path
 
-    def _get(self, key: str, required: bool) -> Any:
+    def raw(self, key: str, required: bool) -> Any:
         if key not in self.data or self.data[key] is None:
             if required:
                 raise StateDecodeError(f"{self.path}.{key}", "is required")
@@ -327,7 +327,7 @@ class _Reader:
         return self.data[key]
 
     def str_(self, key: str, *, required: bool = False) -> str | None:
-        value = self._get(key, required)
+        value = self.raw(key, required)
         if value is not None and not isinstance(value, str):
             raise StateDecodeError(f"{self.path}.{key}", "expected a string")
         return value
@@ -340,7 +340,7 @@ class _Reader:
         return value
 
     def num(self, key: str, *, required: bool = False) -> float | None:
-        value = self._get(key, required)
+        value = self.raw(key, required)
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -353,7 +353,7 @@ class _Reader:
         return float(value)
 
     def int_(self, key: str, default: int = 0) -> int:
-        value = self._get(key, False)
+        value = self.raw(key, False)
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int):
@@ -361,7 +361,7 @@ class _Reader:
         return value
 
     def bool_(self, key: str) -> bool:
-        value = self._get(key, False)
+        value = self.raw(key, False)
         if value is None:
             return False
         if not isinstance(value, bool):
@@ -369,7 +369,7 @@ class _Reader:
         return value
 
     def time(self, key: str) -> datetime | None:
-        value = self._get(key, False)
+        value = self.raw(key, False)
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int):
@@ -388,12 +388,12 @@ class _Reader:
         except ValueError as exc:
             raise StateDecodeError(f"{self.path}.{key}", f"unknown value {value!r}") from exc
 
-    def child(self, key: str, *, required: bool = False) -> _Reader | None:
-        value = self._get(key, required)
-        return None if value is None else _Reader(value, f"{self.path}.{key}")
+    def child(self, key: str, *, required: bool = False) -> JsonReader | None:
+        value = self.raw(key, required)
+        return None if value is None else JsonReader(value, f"{self.path}.{key}")
 
     def items(self, key: str) -> list[object]:
-        value = self._get(key, False)
+        value = self.raw(key, False)
         if value is None:
             return []
         if not isinstance(value, list):
@@ -401,7 +401,7 @@ class _Reader:
         return value
 
 
-def _check_schema(reader: _Reader) -> None:
+def _check_schema(reader: JsonReader) -> None:
     version = reader.int_("schemaVersion", default=-1)
     if version != SCHEMA_VERSION:
         raise StateDecodeError(
@@ -409,7 +409,7 @@ def _check_schema(reader: _Reader) -> None:
         )
 
 
-def decode_feature(reader: _Reader) -> FeatureEntitlement:
+def decode_feature(reader: JsonReader) -> FeatureEntitlement:
     f = reader.child("feature", required=True)
     assert f is not None
     feature_type = f.enum("featureType", FeatureType, required=True)
@@ -446,10 +446,10 @@ def decode_feature(reader: _Reader) -> FeatureEntitlement:
     )
 
 
-def decode_credit(reader: _Reader) -> CreditEntitlement:
+def decode_credit(reader: JsonReader) -> CreditEntitlement:
     c = reader.child("currency", required=True)
     assert c is not None
-    metadata = c._get("metadata", False)
+    metadata = c.raw("metadata", False)
     if metadata is not None and not isinstance(metadata, dict):
         raise StateDecodeError(f"{c.path}.metadata", "expected an object")
     granted = reader.num("granted", required=True)
@@ -471,7 +471,7 @@ def decode_credit(reader: _Reader) -> CreditEntitlement:
 
 
 def decode_usage_dict(data: object, path: str = "$") -> UsageRecord:
-    reader = _Reader(data, path)
+    reader = JsonReader(data, path)
     _check_schema(reader)
     return UsageRecord(
         current_usage=reader.num("currentUsage") or 0.0,
@@ -483,15 +483,15 @@ def decode_usage_dict(data: object, path: str = "$") -> UsageRecord:
 
 
 def decode_state_dict(data: object, path: str = "$") -> EntitlementState:
-    reader = _Reader(data, path)
+    reader = JsonReader(data, path)
     _check_schema(reader)
     features: dict[str, FeatureEntitlement] = {}
     for i, item in enumerate(reader.items("features")):
-        ent = decode_feature(_Reader(item, f"{path}.features[{i}]"))
+        ent = decode_feature(JsonReader(item, f"{path}.features[{i}]"))
         features[ent.feature.id] = ent
     credits: dict[str, CreditEntitlement] = {}
     for i, item in enumerate(reader.items("credits")):
-        credit = decode_credit(_Reader(item, f"{path}.credits[{i}]"))
+        credit = decode_credit(JsonReader(item, f"{path}.credits[{i}]"))
         credits[credit.currency.currency_id] = credit
     return EntitlementState(
         customer_id=reader.req_str("customerId"),
@@ -504,7 +504,7 @@ def decode_state_dict(data: object, path: str = "$") -> EntitlementState:
     )
 
 
-def _usage_map(reader: _Reader, key: str) -> dict[str, UsageRecord]:
+def _usage_map(reader: JsonReader, key: str) -> dict[str, UsageRecord]:
     raw = reader.child(key)
     if raw is None:
         return {}
@@ -513,7 +513,7 @@ def _usage_map(reader: _Reader, key: str) -> dict[str, UsageRecord]:
 
 def decode_snapshot_dict(data: object, path: str = "$") -> CustomerSnapshot:
     state = decode_state_dict(data, path)
-    reader = _Reader(data, path)
+    reader = JsonReader(data, path)
     return CustomerSnapshot(
         state=state,
         feature_usage=_usage_map(reader, "featureUsage"),
@@ -521,7 +521,7 @@ def decode_snapshot_dict(data: object, path: str = "$") -> CustomerSnapshot:
     )
 
 
-def _loads(payload: bytes | str) -> object:
+def load_json(payload: bytes | str) -> object:
     try:
         return json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -531,12 +531,12 @@ def _loads(payload: bytes | str) -> object:
 
 
 def decode_state(payload: bytes | str) -> EntitlementState:
-    return decode_state_dict(_loads(payload))
+    return decode_state_dict(load_json(payload))
 
 
 def decode_usage(payload: bytes | str) -> UsageRecord:
-    return decode_usage_dict(_loads(payload))
+    return decode_usage_dict(load_json(payload))
 
 
 def decode_snapshot(payload: bytes | str) -> CustomerSnapshot:
-    return decode_snapshot_dict(_loads(payload))
+    return decode_snapshot_dict(load_json(payload))

@@ -1,0 +1,1 @@
+"""Upstream: the reference source of truth for catalog, customers, usage and credits."""
