@@ -29,7 +29,12 @@ class Sidecar:
         self.metrics = Metrics()
         self.cache: HotCache[CacheEntry] = HotCache(settings.cache_max_bytes)
         self.metrics.watch_cache(self.cache)
-        self.service = EntitlementService(source=source, cache=self.cache, metrics=self.metrics)
+        self.service = EntitlementService(
+            source=source,
+            cache=self.cache,
+            metrics=self.metrics,
+            coherent=settings.push_enabled,
+        )
         servicer = SidecarServicer(self.service, self.metrics, settings.fallbacks)
         self.grpc = GrpcServer(
             servicer,

@@ -11,14 +11,19 @@ from sidecar.app import serve
 from sidecar.observability import configure_logging
 from sidecar.settings import Settings, SettingsError
 from sidecar.source.base import EntitlementSource
+from sidecar.source.http_upstream import HttpUpstreamSource
 
 
 def _source(settings: Settings) -> EntitlementSource | None:
     if settings.offline:
         return None
-    # The HTTP upstream source is the next milestone; until then only offline
-    # mode has a source that works outside tests.
-    raise SettingsError(["no entitlement source is configured: set OFFLINE=1"])
+    return HttpUpstreamSource(
+        api_url=settings.api_url,
+        api_key=settings.api_key,
+        timeout=settings.upstream_timeout_seconds,
+        retries=settings.upstream_retries,
+        stream=settings.push_enabled,
+    )
 
 
 def main() -> int:

@@ -82,6 +82,13 @@ def _str(raw: str) -> str:
     return raw.strip()
 
 
+def _url(raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"expected an http:// or https:// URL, got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Spec:
     env: str
@@ -127,6 +134,42 @@ SPECS: tuple[Spec, ...] = (
         "0",
         "Offline mode: no network; reads return fallbacks, usage reports are acknowledged "
         "locally, events are dropped.",
+    ),
+    Spec(
+        "SERVER_API_KEY",
+        "api_key",
+        _str,
+        "",
+        "Key sent to upstream as `X-API-KEY`. Required unless `OFFLINE=1`.",
+    ),
+    Spec(
+        "API_URL",
+        "api_url",
+        _url,
+        "http://127.0.0.1:8787",
+        "Base URL of the upstream API (entitlement state, usage, events, change stream).",
+    ),
+    Spec(
+        "WS_ENABLED",
+        "push_enabled",
+        _bool,
+        "1",
+        "Subscribe to upstream's push channel to keep the hot cache coherent. With `0` every "
+        "read goes to upstream and the cache only serves as a stale copy when upstream fails.",
+    ),
+    Spec(
+        "UPSTREAM_TIMEOUT_SECONDS",
+        "upstream_timeout_seconds",
+        _positive_float,
+        "10",
+        "Total time allowed for one upstream request, retries excluded.",
+    ),
+    Spec(
+        "UPSTREAM_RETRIES",
+        "upstream_retries",
+        _int_in(0, 10),
+        "3",
+        "Extra attempts for idempotent upstream calls (fetches, events) on transient failures.",
     ),
     Spec(
         "ENTITLEMENTS_FALLBACK",
@@ -177,6 +220,11 @@ class Settings:
     http_port: int = 8080
     http_bind_address: str = "0.0.0.0"
     offline: bool = False
+    api_key: str = ""
+    api_url: str = "http://127.0.0.1:8787"
+    push_enabled: bool = True
+    upstream_timeout_seconds: float = 10.0
+    upstream_retries: int = 3
     fallbacks: Mapping[str, FallbackValues] = field(default_factory=dict)
     cache_max_bytes: int = 256 * 2**20
     log_level: str = "info"
@@ -197,6 +245,8 @@ class Settings:
                 values[spec.attr] = spec.parse(raw)
             except ValueError as exc:
                 problems.append(f"{spec.env}: {exc}")
+        if not values.get("offline") and not values.get("api_key"):
+            problems.append("SERVER_API_KEY: is required unless OFFLINE=1")
         if problems:
             raise SettingsError(problems)
         if "cache_max_bytes" not in values:

@@ -64,12 +64,16 @@ class EntitlementService:
         cache: HotCache[CacheEntry],
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
+        coherent: bool = True,
     ) -> None:
         # No source means offline mode: nothing is ever fetched or forwarded.
         self._source = source
         self._cache = cache
         self._metrics = metrics
         self._clock = clock
+        # Without a change stream a cached entry may be stale at any moment, so
+        # it is only a last resort when the source fails.
+        self._coherent = coherent
         self._inflight: dict[Key, asyncio.Future[CustomerSnapshot]] = {}
         # Changes that arrive while a key is being fetched; the fetch may predate them.
         self._raced: dict[Key, list[Change]] = {}
@@ -92,7 +96,11 @@ class EntitlementService:
         """The state to evaluate, or None when only fallbacks can answer."""
         key = (customer_id, resource_id)
         entry = self._cache.get(key)
-        if entry is not None and (entry.expires_at is None or entry.expires_at > self._clock()):
+        if (
+            entry is not None
+            and self._coherent
+            and (entry.expires_at is None or entry.expires_at > self._clock())
+        ):
             return entry.snapshot
         if self._source is None:
             return None

@@ -13,7 +13,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_defaults_match_stigg_and_loopback() -> None:
-    settings = Settings.from_env({"CACHE_MAX_SIZE_BYTES": "1024"})
+    settings = Settings.from_env({"CACHE_MAX_SIZE_BYTES": "1024", "SERVER_API_KEY": "k"})
     assert settings.port == 80
     assert settings.bind_address == "127.0.0.1"
     assert settings.offline is False
@@ -22,7 +22,22 @@ def test_defaults_match_stigg_and_loopback() -> None:
 
 
 def test_cache_default_comes_from_memory_detection() -> None:
-    assert Settings.from_env({}).cache_max_bytes > 0
+    assert Settings.from_env({"OFFLINE": "1"}).cache_max_bytes > 0
+
+
+def test_api_key_required_unless_offline() -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({"CACHE_MAX_SIZE_BYTES": "1"})
+    assert err.value.problems == ["SERVER_API_KEY: is required unless OFFLINE=1"]
+    assert Settings.from_env({"OFFLINE": "1", "CACHE_MAX_SIZE_BYTES": "1"}).api_key == ""
+
+
+def test_api_url_must_be_http() -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({"OFFLINE": "1", "API_URL": "ftp://x"})
+    assert err.value.problems[0].startswith("API_URL:")
+    settings = Settings.from_env({"OFFLINE": "1", "API_URL": "http://up:8787/"})
+    assert settings.api_url == "http://up:8787"
 
 
 def test_values_are_parsed() -> None:
@@ -61,14 +76,16 @@ def test_values_are_parsed() -> None:
 )
 def test_each_bad_value_is_named(env: str, value: str) -> None:
     with pytest.raises(SettingsError) as err:
-        Settings.from_env({"CACHE_MAX_SIZE_BYTES": "1", env: value})
+        Settings.from_env({"CACHE_MAX_SIZE_BYTES": "1", "OFFLINE": "1", env: value})
     assert any(p.startswith(f"{env}:") for p in err.value.problems)
 
 
 def test_all_problems_reported_together() -> None:
     with pytest.raises(SettingsError) as err:
         Settings.from_env({"PORT": "x", "OFFLINE": "x", "LOG_LEVEL": "x"})
-    assert [p.split(":")[0] for p in err.value.problems] == ["PORT", "OFFLINE", "LOG_LEVEL"]
+    assert [p.split(":")[0] for p in err.value.problems] == [
+        "PORT", "OFFLINE", "LOG_LEVEL", "SERVER_API_KEY",
+    ]
 
 
 def test_readme_configuration_table_is_current() -> None:

@@ -1,0 +1,1 @@
+"""Publishing committed change events: outbox relay, push hub, Redis Stream."""

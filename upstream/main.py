@@ -1,0 +1,42 @@
+"""``entitlement-upstream``: run the reference upstream service."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+
+from sidecar.observability import configure_logging
+from upstream.catalog.model import CatalogError
+from upstream.server import UpstreamServer
+from upstream.settings import SettingsError, UpstreamSettings
+
+
+async def serve(settings: UpstreamSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    async with UpstreamServer(settings):
+        await stop.wait()
+
+
+def main() -> int:
+    try:
+        settings = UpstreamSettings.from_env()
+    except SettingsError as exc:
+        print(f"entitlement-upstream: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        asyncio.run(serve(settings))
+    except CatalogError as exc:
+        print(f"entitlement-upstream: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,382 @@
+"""Usage reports, raw events and credit grants: everything that moves a counter or a wallet."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from sidecar.evaluation.periods import current_period
+from sidecar.model.state import (
+    CustomerSnapshot,
+    FeatureEntitlement,
+    UsageRecord,
+    encode_usage_record,
+)
+from upstream import credits, meters
+from upstream.domain import CreditGrant, GrantType, UsageCounter
+from upstream.errors import Invalid, NotFound
+from upstream.publisher import CREDIT_PREFIX
+from upstream.service import Upstream
+from upstream.store.sqlite import Tx
+
+
+@dataclass(frozen=True, slots=True)
+class UsageItem:
+    customer_id: str
+    feature_id: str
+    value: float
+    resource_id: str | None = None
+    set_value: bool = False
+    idempotency_key: str | None = None
+    timestamp: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventItem:
+    event_name: str
+    customer_id: str
+    idempotency_key: str
+    resource_id: str | None = None
+    dimensions: Mapping[str, str | float | bool] = field(default_factory=dict)
+    timestamp: datetime | None = None
+
+
+class Metering:
+    def __init__(self, upstream: Upstream) -> None:
+        self.up = upstream
+
+    # ------------------------------------------------------------------- usage
+
+    def report_usage(self, items: Sequence[UsageItem]) -> list[dict[str, Any]]:
+        """All items or none: a bad item rolls the whole batch back."""
+        now = self.up.clock()
+        states: dict[tuple[str, str | None], CustomerSnapshot] = {}
+        results: list[dict[str, Any]] = []
+        with self.up.transaction() as tx:
+            for index, item in enumerate(items):
+                scope = f"usage:{item.customer_id}"
+                if item.idempotency_key is not None:
+                    stored = tx.idempotent_response(scope, item.idempotency_key)
+                    if stored is not None:
+                        results.append(_replayed(json.loads(stored)))
+                        continue
+                result = self._report_one(tx, item, now, states, f"usages[{index}]")
+                if item.idempotency_key is not None:
+                    tx.remember_response(scope, item.idempotency_key, json.dumps(result), now)
+                results.append(result)
+        return results
+
+    def _state(
+        self,
+        tx: Tx,
+        states: dict[tuple[str, str | None], CustomerSnapshot],
+        customer_id: str,
+        resource_id: str | None,
+        now: datetime,
+        path: str,
+    ) -> CustomerSnapshot:
+        key = (customer_id, resource_id)
+        if key not in states:
+            if tx.get_customer(customer_id) is None:
+                raise NotFound(
+                    f"customer {customer_id!r} does not exist", field=f"{path}.customerId"
+                )
+            states[key], _ = self.up.publisher.compute(tx, customer_id, resource_id, now)
+        return states[key]
+
+    def _metered(self, feature_id: str, path: str) -> None:
+        feature = self.up.catalog.features.get(feature_id)
+        if feature is None:
+            raise Invalid(f"unknown feature {feature_id!r}", field=f"{path}.featureId")
+        if not feature.is_metered:
+            raise Invalid(f"feature {feature_id!r} is not metered", field=f"{path}.featureId")
+
+    def _report_one(
+        self,
+        tx: Tx,
+        item: UsageItem,
+        now: datetime,
+        states: dict[tuple[str, str | None], CustomerSnapshot],
+        path: str,
+    ) -> dict[str, Any]:
+        self._metered(item.feature_id, path)
+        if item.set_value and item.value < 0:
+            raise Invalid("must be >= 0 with SET", field=f"{path}.value")
+        snapshot = self._state(tx, states, item.customer_id, item.resource_id, now, path)
+        entitlement = snapshot.state.features.get(item.feature_id)
+        record, delta = self._write_counter(
+            tx, item.customer_id, item.resource_id, item.feature_id, entitlement, item, now
+        )
+        return {
+            "measurementId": str(uuid.uuid4()),
+            "customerId": item.customer_id,
+            "resourceId": item.resource_id,
+            "featureId": item.feature_id,
+            "usage": encode_usage_record(record),
+            "credit": self._charge(tx, item.customer_id, item.resource_id, entitlement, delta, now),
+        }
+
+    def _write_counter(
+        self,
+        tx: Tx,
+        customer_id: str,
+        resource_id: str | None,
+        feature_id: str,
+        entitlement: FeatureEntitlement | None,
+        item: UsageItem | None,
+        now: datetime,
+        meter_value: float | None = None,
+        meter_state: str | None = None,
+    ) -> tuple[UsageRecord, float]:
+        start, end = _period(entitlement, now)
+        counter = tx.usage_for(customer_id, resource_id).get(feature_id)
+        base = counter.value if counter is not None and counter.period_start == start else 0.0
+        if meter_value is not None:
+            new = meter_value
+        else:
+            assert item is not None
+            new = item.value if item.set_value else base + item.value
+        version = tx.next_version()
+        tx.put_usage(
+            UsageCounter(customer_id, feature_id, resource_id, new, start, end, now, version),
+            meter_state,
+        )
+        record = UsageRecord(new, start, end, now, version)
+        self.up.publisher.usage_changed(tx, customer_id, resource_id, record, feature_id=feature_id)
+        return record, new - base
+
+    def _charge(
+        self,
+        tx: Tx,
+        customer_id: str,
+        resource_id: str | None,
+        entitlement: FeatureEntitlement | None,
+        delta: float,
+        now: datetime,
+    ) -> dict[str, Any] | None:
+        """Burn (or give back) credits for a usage change of a credit-backed feature."""
+        if entitlement is None or entitlement.credit_rate is None:
+            return None
+        currency_id = entitlement.credit_rate.currency_id
+        cost = delta * entitlement.credit_rate.amount
+        grants = tx.grants_for(customer_id)
+        deficit = tx.deficits_for(customer_id, resource_id).get(currency_id, 0.0)
+        feature_id = entitlement.feature.id
+        if cost >= 0:
+            outcome = credits.burn(grants, deficit, currency_id, resource_id, cost, now, feature_id)
+        else:
+            outcome = credits.credit_back(grants, deficit, currency_id, resource_id, -cost, now)
+        self._persist_burn(tx, customer_id, resource_id, currency_id, grants, outcome, now)
+        record, granted = self._wallet_changed(tx, customer_id, resource_id, currency_id, now)
+        return {
+            "currencyId": currency_id,
+            "granted": granted,
+            "consumed": outcome.consumed,
+            "usage": encode_usage_record(record),
+        }
+
+    @staticmethod
+    def _persist_burn(
+        tx: Tx,
+        customer_id: str,
+        resource_id: str | None,
+        currency_id: str,
+        before: Sequence[CreditGrant],
+        outcome: credits.Burn,
+        now: datetime,
+    ) -> None:
+        for old, new in zip(before, outcome.grants, strict=True):
+            if new.consumed != old.consumed:
+                tx.put_grant(new)
+        tx.set_deficit(customer_id, resource_id, currency_id, outcome.deficit)
+        tx.add_ledger(customer_id, resource_id, outcome.entries, now)
+
+    def _wallet_changed(
+        self, tx: Tx, customer_id: str, resource_id: str | None, currency_id: str, now: datetime
+    ) -> tuple[UsageRecord, float]:
+        """Version the wallet's consumption and publish it; returns (record, granted)."""
+        grants = tx.grants_for(customer_id)
+        deficit = tx.deficits_for(customer_id, resource_id).get(currency_id, 0.0)
+        totals = credits.balance(grants, deficit, currency_id, resource_id, now)
+        active = credits.active_grants(grants, currency_id, resource_id, now)
+        ends = [
+            g.expires_at for g in active if g.grant_type is GrantType.RECURRING and g.expires_at
+        ]
+        version = tx.next_version()
+        record = UsageRecord(totals.consumed, None, min(ends) if ends else None, now, version)
+        tx.put_usage(
+            UsageCounter(
+                customer_id,
+                CREDIT_PREFIX + currency_id,
+                resource_id,
+                totals.consumed,
+                None,
+                record.period_end,
+                now,
+                version,
+            )
+        )
+        self.up.publisher.usage_changed(
+            tx, customer_id, resource_id, record, currency_id=currency_id
+        )
+        return record, totals.granted
+
+    # ------------------------------------------------------------------ events
+
+    def report_events(self, events: Sequence[EventItem]) -> tuple[int, int]:
+        """Aggregate raw events into metered usage; returns (accepted, duplicates)."""
+        now = self.up.clock()
+        accepted = duplicates = 0
+        states: dict[tuple[str, str | None], CustomerSnapshot] = {}
+        with self.up.transaction() as tx:
+            for index, event in enumerate(events):
+                scope = f"event:{event.customer_id}:{event.resource_id or ''}:{event.event_name}"
+                if tx.idempotent_response(scope, event.idempotency_key) is not None:
+                    duplicates += 1
+                    continue
+                snapshot = self._state(
+                    tx, states, event.customer_id, event.resource_id, now, f"events[{index}]"
+                )
+                tx.remember_response(scope, event.idempotency_key, "{}", now)
+                self._aggregate(tx, event, snapshot, now)
+                accepted += 1
+        return accepted, duplicates
+
+    def _aggregate(
+        self, tx: Tx, event: EventItem, snapshot: CustomerSnapshot, now: datetime
+    ) -> None:
+        for feature in self.up.catalog.features.values():
+            definition = feature.event_meter
+            if definition is None:
+                continue
+            meter = meters.Meter(
+                feature.id,
+                definition.event_name,
+                dict(definition.filters),
+                meters.Aggregation(definition.aggregation.value),
+                definition.dimension,
+            )
+            if not meters.matches(meter, event.event_name, event.dimensions):
+                continue
+            entitlement = snapshot.state.features.get(feature.id)
+            start, _ = _period(entitlement, now)
+            counter = tx.usage_for(event.customer_id, event.resource_id).get(feature.id)
+            raw = tx.meter_state(event.customer_id, event.resource_id, feature.id)
+            state = meters.MeterState()
+            if counter is not None and counter.period_start == start and raw:
+                state = meters.state_from_json(json.loads(raw))
+            updated = meters.apply(meter, state, event.dimensions)
+            if updated is None:
+                continue
+            _, delta = self._write_counter(
+                tx,
+                event.customer_id,
+                event.resource_id,
+                feature.id,
+                entitlement,
+                None,
+                now,
+                meter_value=meters.value(meter, updated),
+                meter_state=json.dumps(meters.state_to_json(updated)),
+            )
+            self._charge(tx, event.customer_id, event.resource_id, entitlement, delta, now)
+
+    # ----------------------------------------------------------------- credits
+
+    def grant_credits(self, grant: CreditGrant) -> CreditGrant:
+        now = self.up.clock()
+        with self.up.transaction() as tx:
+            if tx.get_customer(grant.customer_id) is None:
+                raise NotFound(f"customer {grant.customer_id!r} does not exist", field="customerId")
+            if grant.currency_id not in self.up.catalog.currencies:
+                raise Invalid(f"unknown currency {grant.currency_id!r}", field="currencyId")
+            if grant.expires_at is not None and grant.expires_at <= now:
+                raise Invalid("must be in the future", field="expiresAt")
+            if grant.idempotency_key is not None:
+                scope = f"grant:{grant.customer_id}"
+                existing = tx.idempotent_response(scope, grant.idempotency_key)
+                if existing is not None:
+                    found = tx.get_grant(json.loads(existing)["id"])
+                    assert found is not None
+                    return found
+                tx.remember_response(
+                    scope, grant.idempotency_key, json.dumps({"id": grant.id}), now
+                )
+            grant = replace(grant, created_at=now, effective_at=grant.effective_at or now)
+            deficit = tx.deficits_for(grant.customer_id, grant.resource_id).get(
+                grant.currency_id, 0.0
+            )
+            grant, deficit, settled = credits.settle_deficit(grant, deficit)
+            tx.put_grant(grant)
+            tx.set_deficit(grant.customer_id, grant.resource_id, grant.currency_id, deficit)
+            entry = credits.LedgerEntry(
+                credits.LedgerEventType.CREDITS_GRANTED, grant.id, grant.currency_id, grant.amount
+            )
+            tx.add_ledger(
+                grant.customer_id, grant.resource_id, [entry, *([settled] if settled else [])], now
+            )
+            self._wallet_changed(tx, grant.customer_id, grant.resource_id, grant.currency_id, now)
+            self.up.publisher.refresh(tx, grant.customer_id, None, now)
+        return grant
+
+    def void_grant(self, grant_id: str) -> CreditGrant:
+        now = self.up.clock()
+        with self.up.transaction() as tx:
+            grant = tx.get_grant(grant_id)
+            if grant is None:
+                raise NotFound(f"credit grant {grant_id!r} does not exist", field="grantId")
+            if grant.voided_at is not None:
+                return grant
+            grant = replace(grant, voided_at=now)
+            tx.put_grant(grant)
+            entry = credits.LedgerEntry(
+                credits.LedgerEventType.CREDITS_VOIDED,
+                grant.id,
+                grant.currency_id,
+                grant.amount - grant.consumed,
+            )
+            tx.add_ledger(grant.customer_id, grant.resource_id, [entry], now)
+            self._wallet_changed(tx, grant.customer_id, grant.resource_id, grant.currency_id, now)
+            self.up.publisher.refresh(tx, grant.customer_id, None, now)
+        return grant
+
+    def balance(
+        self, customer_id: str, currency_id: str, resource_id: str | None
+    ) -> credits.Balance:
+        now = self.up.clock()
+        with self.up.store.transaction() as tx:
+            if tx.get_customer(customer_id) is None:
+                raise NotFound(f"customer {customer_id!r} does not exist", field="customerId")
+            deficit = tx.deficits_for(customer_id, resource_id).get(currency_id, 0.0)
+            return credits.balance(
+                tx.grants_for(customer_id), deficit, currency_id, resource_id, now
+            )
+
+    def ledger(
+        self, customer_id: str, currency_id: str | None, after: int, limit: int
+    ) -> list[dict[str, Any]]:
+        with self.up.store.transaction() as tx:
+            if tx.get_customer(customer_id) is None:
+                raise NotFound(f"customer {customer_id!r} does not exist", field="customerId")
+            return tx.ledger(customer_id, currency_id, after, limit)
+
+
+def _period(
+    entitlement: FeatureEntitlement | None, now: datetime
+) -> tuple[datetime | None, datetime | None]:
+    if entitlement is None or entitlement.reset_period is None:
+        return None, None
+    if entitlement.usage_period_anchor is None:
+        return None, None
+    return current_period(entitlement.usage_period_anchor, entitlement.reset_period, now)
+
+
+def _replayed(result: dict[str, Any]) -> dict[str, Any]:
+    # A repeated idempotency key answers as before but charges nothing again.
+    if result.get("credit"):
+        result["credit"] = {**result["credit"], "consumed": 0.0}
+    return result

@@ -1,0 +1,105 @@
+"""Upstream as a running service: store, catalog, API, outbox relay and time-driven changes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from types import TracebackType
+
+import redis.asyncio as aioredis
+import structlog
+from aiohttp import web
+
+from upstream.api.app import build_app
+from upstream.catalog.loader import load_catalog
+from upstream.events.hub import Hub
+from upstream.events.publishers import HubPublisher, RedisStreamPublisher
+from upstream.events.relay import Publisher, Relay
+from upstream.service import Upstream
+from upstream.settings import UpstreamSettings
+from upstream.store.sqlite import Store
+
+log = structlog.get_logger("upstream")
+
+#: Longest sleep of the scheduler: bounds how late a time-driven change can be
+#: noticed if the clock jumps or a state's valid-until is moved earlier.
+MAX_SCHEDULER_SLEEP = 5.0
+
+
+class UpstreamServer:
+    def __init__(self, settings: UpstreamSettings, *, ping_seconds: float = 15.0) -> None:
+        self.settings = settings
+        self.store = Store(settings.database)
+        self.hub = Hub()
+        publishers: list[Publisher] = [HubPublisher(self.hub)]
+        self._redis: aioredis.Redis | None = None
+        if settings.events_redis_url:
+            self._redis = aioredis.Redis.from_url(settings.events_redis_url)
+            publishers.append(RedisStreamPublisher(self._redis, settings.stream_key))
+        self.relay = Relay(self.store, publishers)
+        self.upstream = Upstream(
+            self.store, load_catalog(settings.catalog_path), on_commit=self.relay.notify
+        )
+        self.app = build_app(
+            self.upstream,
+            self.hub,
+            api_key_value=settings.api_key,
+            catalog_path=settings.catalog_path,
+            ping_seconds=ping_seconds,
+        )
+        self._runner = web.AppRunner(self.app, access_log=None)
+        self._scheduler: asyncio.Task[None] | None = None
+        self.port = settings.port
+
+    async def start(self) -> None:
+        # Publish what a previous process committed but did not get out.
+        await self.relay.drain()
+        self.relay.start()
+        self._scheduler = asyncio.get_running_loop().create_task(self._schedule())
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.bind_address, self.settings.port)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        log.info("upstream_ready", port=self.port, database=self.settings.database)
+
+    async def _schedule(self) -> None:
+        """Apply trial ends, expiries and period ends when their time comes."""
+        while True:
+            try:
+                self.upstream.process_due()
+                due = self.upstream.next_due()
+            except Exception:
+                log.exception("scheduler_failed")
+                due = None
+            delay = MAX_SCHEDULER_SLEEP
+            if due is not None:
+                delay = min(max((due - self.upstream.clock()).total_seconds(), 0.01), delay)
+            await asyncio.sleep(delay)
+
+    async def stop(self) -> None:
+        self.hub.close()
+        await self._runner.cleanup()
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scheduler
+        await self.relay.stop()
+        with contextlib.suppress(Exception):
+            await self.relay.drain()
+        if self._redis is not None:
+            await self._redis.aclose()
+        self.store.close()
+
+    async def __aenter__(self) -> UpstreamServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()

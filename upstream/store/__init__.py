@@ -1,0 +1,1 @@
+"""SQLite persistence with a transactional outbox."""
