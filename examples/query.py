@@ -29,8 +29,17 @@ async def main(target: str) -> None:
         print(f"GetEntitlementsStateV2: {len(state.entitlements)} entitlements")
         for ent in state.entitlements:
             variant = ent.WhichOneof("entitlement")
-            feature = getattr(ent, variant).feature.id if variant else "?"
-            print(f"  {feature:20} {variant:8} has_access={ent.has_access} fallback={ent.is_fallback}")
+            if variant == "credit":
+                name = ent.credit.currency.currency_id
+                detail = f"remaining={ent.credit.remaining:g} of {ent.credit.usage_limit:g}"
+            elif variant == "metered":
+                name = ent.metered.feature.id
+                limit = "unlimited" if ent.metered.is_unlimited else f"{ent.metered.usage_limit:g}"
+                detail = f"usage={ent.metered.current_usage:g} / {limit}"
+            else:
+                name = getattr(ent, str(variant)).feature.id
+                detail = ""
+            print(f"  {name:20} {variant:8} has_access={ent.has_access!s:5} {detail}")
 
 
 if __name__ == "__main__":
