@@ -39,7 +39,9 @@ def seed(upstream: Upstream) -> None:
     """Demo customers; already-present ones are left alone so restarts keep their state."""
     customers = {
         "customer-demo": SubscriptionRequest(
-            "customer-demo", "pro", addons={"extra-api-calls": 1},
+            "customer-demo",
+            "pro",
+            addons={"extra-api-calls": 1},
             billable_quantities={"seats": 5},
         ),
         "customer-free": SubscriptionRequest("customer-free", "free"),
@@ -52,13 +54,18 @@ def seed(upstream: Upstream) -> None:
     with contextlib.suppress(Conflict):
         upstream.provision_customer("customer-workspace", name="Workspace team")
         upstream.provision_subscription(
-            SubscriptionRequest("customer-workspace", "workspace-plus", resource_id="ws-1",
-                                skip_trial=True)
+            SubscriptionRequest(
+                "customer-workspace", "workspace-plus", resource_id="ws-1", skip_trial=True
+            )
         )
         metering.grant_credits(
             CreditGrant(
-                id="demo-grant-1", customer_id="customer-demo", currency_id="ai-credits",
-                amount=500, grant_type=GrantType.PROMOTIONAL, idempotency_key="demo-grant-1",
+                id="demo-grant-1",
+                customer_id="customer-demo",
+                currency_id="ai-credits",
+                amount=500,
+                grant_type=GrantType.PROMOTIONAL,
+                idempotency_key="demo-grant-1",
                 expires_at=datetime.now(UTC) + timedelta(days=30),
             )
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from types import TracebackType
 
 import redis.asyncio as aioredis
@@ -27,11 +28,17 @@ MAX_SCHEDULER_SLEEP = 5.0
 
 
 class UpstreamServer:
-    def __init__(self, settings: UpstreamSettings, *, ping_seconds: float = 15.0) -> None:
+    def __init__(
+        self,
+        settings: UpstreamSettings,
+        *,
+        ping_seconds: float = 15.0,
+        extra_publishers: Sequence[Publisher] = (),
+    ) -> None:
         self.settings = settings
         self.store = Store(settings.database)
         self.hub = Hub()
-        publishers: list[Publisher] = [HubPublisher(self.hub)]
+        publishers: list[Publisher] = [HubPublisher(self.hub), *extra_publishers]
         self._redis: aioredis.Redis | None = None
         if settings.events_redis_url:
             self._redis = aioredis.Redis.from_url(settings.events_redis_url)

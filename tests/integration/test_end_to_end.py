@@ -105,8 +105,13 @@ async def test_credits_flow(system: System) -> None:
     up = system.upstream.upstream
     up.provision_customer("bolt", subscription=SubscriptionRequest("bolt", "free"))
     system.metering.grant_credits(
-        CreditGrant(id="g1", customer_id="bolt", currency_id="ai-credits", amount=10,
-                    grant_type=GrantType.PAID)
+        CreditGrant(
+            id="g1",
+            customer_id="bolt",
+            currency_id="ai-credits",
+            amount=10,
+            grant_type=GrantType.PAID,
+        )
     )
 
     async def wallet_remaining() -> float:
@@ -136,8 +141,13 @@ async def test_credits_flow(system: System) -> None:
     assert short.entitlement.access_denied_reason == R.ACCESS_DENIED_REASON_INSUFFICIENT_CREDITS
 
     system.metering.grant_credits(
-        CreditGrant(id="g2", customer_id="bolt", currency_id="ai-credits", amount=5,
-                    grant_type=GrantType.PROMOTIONAL)
+        CreditGrant(
+            id="g2",
+            customer_id="bolt",
+            currency_id="ai-credits",
+            amount=5,
+            grant_type=GrantType.PROMOTIONAL,
+        )
     )
 
     async def allowed_again() -> bool:
@@ -161,6 +171,8 @@ async def test_unknown_customer_and_reload(system: System) -> None:
     system.upstream.upstream.provision_customer(
         "ghost", subscription=SubscriptionRequest("ghost", "free")
     )
-    reload = await system.stigg.reload_entitlements(sdk.ReloadEntitlementsRequest(customer_id="ghost"))
+    reload = await system.stigg.reload_entitlements(
+        sdk.ReloadEntitlementsRequest(customer_id="ghost")
+    )
     assert reload.entitled_entity_exists
     assert (await metered(system, "ghost", "api-calls")).has_access
