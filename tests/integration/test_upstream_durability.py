@@ -47,7 +47,6 @@ async def test_events_committed_before_a_crash_are_published_on_restart(tmp_path
         import os, signal
         from pathlib import Path
         from upstream.catalog.loader import load_catalog
-from upstream.errors import Invalid
         from upstream.service import SubscriptionRequest, Upstream
         from upstream.store.sqlite import Store
         up = Upstream(Store({str(database)!r}), load_catalog(Path({str(CATALOG)!r})))
