@@ -1,0 +1,146 @@
+"""Upstream throughput: entitlement-state reads/s and usage writes/s over HTTP.
+
+    python bench/upstream.py [--seconds 5] [--concurrency 16] [--customers 200]
+
+Starts ``entitlement-upstream`` in its own process (fresh SQLite file, the example
+catalog), provisions customers, then drives it from this process with aiohttp.
+The baseline is ``GET /livez`` on the same server in the same run: the cost of
+aiohttp + HTTP + the client alone, so the ratio isolates upstream's own work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "bench-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_ready(base: str, deadline: float) -> None:
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            try:
+                async with http.get(f"{base}/readyz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise SystemExit("upstream did not become ready")
+
+
+async def drive(
+    name: str, seconds: float, concurrency: int, call: Callable[[int], Awaitable[None]]
+) -> dict[str, float]:
+    latencies: list[float] = []
+    stop_at = time.perf_counter() + seconds
+
+    async def worker(worker_id: int) -> None:
+        i = worker_id
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            await call(i)
+            latencies.append(time.perf_counter() - started)
+            i += concurrency
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "name": name,  # type: ignore[dict-item]
+        "requests": len(latencies),
+        "per_second": len(latencies) / elapsed,
+        "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+    }
+
+
+async def run(args: argparse.Namespace) -> list[dict[str, float]]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    database = Path(tempfile.mkdtemp()) / "bench.db"
+    env = {
+        **os.environ,
+        "SERVER_API_KEY": KEY,
+        "UPSTREAM_PORT": str(port),
+        "UPSTREAM_DATABASE": str(database),
+        "CATALOG_PATH": str(ROOT / "examples" / "catalog.yaml"),
+        "LOG_LEVEL": "error",
+    }
+    server = subprocess.Popen([sys.executable, "-m", "upstream.main"], env=env)
+    try:
+        await wait_ready(base, time.monotonic() + 30)
+        headers = {"X-API-KEY": KEY}
+        connector = aiohttp.TCPConnector(limit=args.concurrency)
+        async with aiohttp.ClientSession(headers=headers, connector=connector) as http:
+            for n in range(args.customers):
+                body = {"id": f"c{n}", "subscription": {"planId": "pro"}}
+                async with http.post(f"{base}/v1/customers", json=body) as resp:
+                    assert resp.status == 201, await resp.text()
+
+            async def livez(_: int) -> None:
+                async with http.get(f"{base}/livez") as resp:
+                    await resp.read()
+
+            async def read_state(i: int) -> None:
+                async with http.get(f"{base}/v1/customers/c{i % args.customers}/entitlements") as r:
+                    assert r.status == 200
+                    await r.read()
+
+            async def write_usage(i: int) -> None:
+                body = {"usages": [{"customerId": f"c{random.randrange(args.customers)}",
+                                    "featureId": "api-calls", "value": 1}]}
+                async with http.post(f"{base}/v1/usage", data=json.dumps(body)) as r:
+                    assert r.status == 200, await r.text()
+                    await r.read()
+
+            results = []
+            for name, call in (("baseline GET /livez", livez),
+                               ("GET entitlements", read_state),
+                               ("POST usage", write_usage)):
+                results.append(await drive(name, args.seconds, args.concurrency, call))
+            return results
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--customers", type=int, default=200)
+    args = parser.parse_args()
+    results = asyncio.run(run(args))
+    baseline = results[0]["per_second"]
+    print(f"| operation | req/s | p50 ms | p99 ms | vs baseline |  (c={args.concurrency})")
+    print("|---|---|---|---|---|")
+    for r in results:
+        print(
+            f"| {r['name']} | {r['per_second']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |"
+            f" {r['per_second'] / baseline:.2f}x |"
+        )
+
+
+if __name__ == "__main__":
+    main()

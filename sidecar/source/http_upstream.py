@@ -1,0 +1,512 @@
+"""The entitlement source backed by upstream's HTTP API.
+
+Reads, writes and the change stream are plain HTTP: JSON request/response for
+``fetch``, ``report_usage`` and ``report_events``; Server-Sent Events for
+``changes``. Every aiohttp error is translated here, at the edge, into
+:class:`SourceUnavailable` (transient) or :class:`SourceRejected` (4xx), so
+nothing above this module knows HTTP exists.
+
+Retries differ per call because their safety differs:
+
+* ``fetch`` is a read, and ``report_events`` carries idempotency keys, so both
+  are retried on any transport failure and on 429/502/503/504.
+* ``report_usage`` is not idempotent (the report has no key upstream could
+  deduplicate on), and a DELTA applied twice double-counts. It is retried only
+  when the request provably never left this process: the connection was refused
+  or could not be established in time. A read timeout, a reset or any status
+  (5xx and 429 included) may come after upstream applied the report, so those
+  surface as SourceUnavailable and the caller decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+import structlog
+import yarl
+
+from sidecar.errors import InvalidArgument, SourceRejected, SourceUnavailable
+from sidecar.model.events import ChangeEvent, EventKind, decode_event_dict
+from sidecar.model.state import (
+    CustomerSnapshot,
+    JsonReader,
+    StateDecodeError,
+    decode_snapshot_dict,
+    decode_usage_dict,
+    epoch_ms,
+    load_json,
+)
+from sidecar.model.usage import CreditAck, DimensionValue, RawEvent, UsageAck, UsageReport
+from sidecar.source.base import Change, CustomerRemoved, Resync, SnapshotChanged, UsageChanged
+from sidecar.source.sse import SseError, SseEvent, SseParser
+
+log = structlog.get_logger("sidecar.source.http")
+
+_T = TypeVar("_T")
+
+#: Statuses that say "not now" rather than "no": another attempt may succeed.
+RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+#: Upstream sends a ``: ping`` comment every 15 s; three missed pings mean the stream is dead.
+STREAM_READ_TIMEOUT = 45.0
+# Pooled connections are dropped before any common server idle timeout (uvicorn: 5 s)
+# closes them under us: a POST on a half-closed connection fails in a way that is
+# indistinguishable from a lost reply, and usage reports cannot be retried then.
+_KEEPALIVE_SECONDS = 4.0
+_POOL_SIZE = 100
+
+
+class _RetryableFailure(Exception):
+    """One attempt failed in a way another attempt might not."""
+
+    def __init__(self, message: str, *, delivered: bool, retry_after: float | None = None):
+        super().__init__(message)
+        # False only when the request provably never reached upstream.
+        self.delivered = delivered
+        self.retry_after = retry_after
+
+
+class HttpUpstreamSource:
+    """:class:`~sidecar.source.base.EntitlementSource` over upstream's HTTP API."""
+
+    def __init__(
+        self,
+        *,
+        api_url: str,
+        api_key: str,
+        timeout: float = 10.0,
+        connect_timeout: float = 2.0,
+        retries: int = 3,
+        backoff_base: float = 0.1,
+        backoff_max: float = 2.0,
+        stream: bool = True,
+        stream_read_timeout: float = STREAM_READ_TIMEOUT,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self._base = _parse_base_url(api_url)
+        for name, value in (
+            ("timeout", timeout),
+            ("connect_timeout", connect_timeout),
+            ("backoff_base", backoff_base),
+            ("backoff_max", backoff_max),
+            ("stream_read_timeout", stream_read_timeout),
+        ):
+            _require_positive(name, value)
+        if not api_key:
+            raise ValueError("api_key must not be empty")
+        if retries < 0:
+            raise ValueError(f"retries must not be negative, got {retries}")
+        self._headers = {"X-API-KEY": api_key, "Accept": "application/json"}
+        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=connect_timeout)
+        # No total timeout: the stream is meant to stay open; silence is what kills it.
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None, connect=connect_timeout, sock_read=stream_read_timeout
+        )
+        self._retries = retries
+        self._backoff_base = backoff_base
+        self._backoff_max = backoff_max
+        self._stream = stream
+        self._session = session
+        self._owns_session = session is None
+        self._closed = asyncio.Event()
+        self._random = random.Random()
+        #: Change events that could not be decoded and were skipped.
+        self.invalid_events = 0
+        #: Position of the last change (or hello) received on the stream.
+        self.last_seq: int | None = None
+
+    # ------------------------------------------------------------------ reads
+
+    async def fetch(self, customer_id: str, resource_id: str | None) -> CustomerSnapshot:
+        query = None if resource_id is None else {"resourceId": resource_id}
+        url = self._url(("v1", "customers", customer_id, "entitlements"), query)
+        payload = await self._call("GET", url, idempotent=True)
+        snapshot = _decode("fetch", payload, decode_snapshot_dict)
+        state = snapshot.state
+        if (state.customer_id, state.resource_id) != (customer_id, resource_id or None):
+            # Caching another key's state would answer for the wrong customer.
+            _log_invalid("fetch", f"state is for {state.customer_id!r}/{state.resource_id!r}")
+            raise SourceUnavailable("invalid payload: state for another customer or resource")
+        return snapshot
+
+    # ----------------------------------------------------------------- writes
+
+    async def report_usage(self, reports: Sequence[UsageReport]) -> list[UsageAck]:
+        """Forward usage; acks come back in request order.
+
+        An answer that cannot be read raises SourceUnavailable although upstream has
+        most likely applied the reports: an ack we cannot match to its report must not
+        be written to the cache, and there is nothing better to return.
+        """
+        if not reports:
+            return []
+        body = _dumps({"usages": [_encode_usage(r) for r in reports]}, "usages")
+        payload = await self._call("POST", self._url(("v1", "usage")), body=body, idempotent=False)
+        return _decode("report_usage", payload, lambda data: _decode_acks(data, reports))
+
+    async def report_events(self, events: Sequence[RawEvent]) -> None:
+        if not events:
+            return
+        body = _dumps({"events": [_encode_event(e) for e in events]}, "events")
+        await self._call("POST", self._url(("v1", "events")), body=body, idempotent=True)
+
+    # ---------------------------------------------------------------- changes
+
+    async def changes(self) -> AsyncIterator[Change]:
+        if not self._stream:
+            # Without the push channel nothing tells us when upstream changes, so the
+            # cache cannot be kept coherent: it only ever holds what a read fetched.
+            # One Resync still marks the service synced so it starts serving.
+            yield Resync()
+            await self._closed.wait()
+            return
+        async with self._open_stream() as response:
+            parser = SseParser()
+            hello_seen = False
+            while True:
+                for event in _parse(parser, await _read_chunk(response)):
+                    change = self._to_change(event, hello_seen)
+                    hello_seen = hello_seen or event.event == "hello"
+                    if change is not None:
+                        yield change
+
+    def _to_change(self, event: SseEvent, hello_seen: bool) -> Change | None:
+        if event.event == "hello":
+            self._note_hello(event.data)
+            return Resync()
+        if event.event != "change":
+            # Unknown event types are reserved for future use: skipping them is safe.
+            return None
+        if not hello_seen:
+            raise SourceUnavailable("change stream protocol error: change before hello")
+        try:
+            decoded = decode_event_dict(load_json(event.data))
+        except StateDecodeError as exc:
+            self.invalid_events += 1
+            log.warning("change_event_invalid", error=str(exc), invalid=self.invalid_events)
+            return None
+        self.last_seq = decoded.seq
+        return _change_for(decoded)
+
+    def _note_hello(self, data: str) -> None:
+        try:
+            seq = JsonReader(load_json(data), "$hello").int_("seq", default=-1)
+        except StateDecodeError:
+            seq = -1
+        self.last_seq = seq if seq >= 0 else None
+        log.info("change_stream_connected", seq=self.last_seq)
+
+    @asynccontextmanager
+    async def _open_stream(self) -> AsyncIterator[aiohttp.ClientResponse]:
+        url = self._url(("v1", "changes", "stream"))
+        headers = {**self._headers, "Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        try:
+            response = await self._client().get(
+                url,
+                headers=headers,
+                timeout=self._stream_timeout,
+                allow_redirects=False,
+                raise_for_status=False,
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise SourceUnavailable(f"change stream: cannot connect: {exc!r}") from exc
+        try:
+            await _check_stream_response(response)
+            yield response
+        finally:
+            # A half-read stream must not go back to the pool.
+            response.close()
+
+    # ------------------------------------------------------------------ HTTP
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._closed.is_set():
+            raise SourceUnavailable("source is closed")
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=_POOL_SIZE, keepalive_timeout=_KEEPALIVE_SECONDS)
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
+
+    def _url(self, segments: Sequence[str], query: Mapping[str, str] | None = None) -> yarl.URL:
+        path = self._base.raw_path.rstrip("/") + "/" + "/".join(map(_quote_segment, segments))
+        # Built pre-encoded so no layer re-quotes (or decodes) what we escaped.
+        query_string = "&".join(f"{k}={quote(v, safe='')}" for k, v in (query or {}).items())
+        return yarl.URL.build(
+            scheme=self._base.scheme,
+            authority=self._base.raw_authority,
+            path=path,
+            query_string=query_string,
+            encoded=True,
+        )
+
+    async def _call(
+        self, method: str, url: yarl.URL, *, idempotent: bool, body: bytes | None = None
+    ) -> bytes:
+        """One logical request's 2xx body: attempts, with backoff, while retrying is safe."""
+        attempt = 0
+        while True:
+            try:
+                return await self._attempt(method, url, body)
+            except _RetryableFailure as failure:
+                if attempt >= self._retries or (failure.delivered and not idempotent):
+                    raise SourceUnavailable(str(failure)) from failure
+                delay = self._backoff(attempt, failure.retry_after)
+            log.debug("upstream_retry", method=method, attempt=attempt + 1, delay=delay)
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    async def _attempt(self, method: str, url: yarl.URL, body: bytes | None) -> bytes:
+        headers = dict(self._headers)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            async with self._client().request(
+                method,
+                url,
+                data=body,
+                headers=headers,
+                timeout=self._timeout,
+                # Redirects would replay the API key to wherever they point.
+                allow_redirects=False,
+                raise_for_status=False,
+            ) as response:
+                payload = await response.read()
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise _RetryableFailure(f"cannot connect to upstream: {exc}", delivered=False) from exc
+        except TimeoutError as exc:
+            raise _RetryableFailure("upstream timed out", delivered=True) from exc
+        except aiohttp.ClientError as exc:
+            raise _RetryableFailure(f"upstream request failed: {exc!r}", delivered=True) from exc
+        _check_status(response, payload)
+        return payload
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Exponential backoff with full jitter, or the server's wish; never over the cap."""
+        # The exponent is bounded so a long retry budget cannot overflow the float.
+        ceiling = min(self._backoff_max, self._backoff_base * 2 ** min(attempt, 32))
+        delay = self._random.uniform(0, ceiling)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        # A caller is usually waiting on this read: a long Retry-After is not worth it.
+        return min(delay, self._backoff_max)
+
+    async def aclose(self) -> None:
+        self._closed.set()
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+
+
+# ------------------------------------------------------------------- responses
+
+
+def _check_status(response: aiohttp.ClientResponse, payload: bytes) -> None:
+    """Raise what a non-2xx status means; return quietly on success."""
+    status = response.status
+    if 200 <= status < 300:
+        return
+    if status in (401, 403):
+        raise SourceRejected("invalid API key")
+    message = _error_message(payload) or f"{status} {response.reason or ''}".strip()
+    if status in RETRYABLE_STATUSES:
+        raise _RetryableFailure(
+            f"upstream answered {status}: {message}",
+            delivered=True,
+            retry_after=_retry_after(response.headers.get("Retry-After")),
+        )
+    if status >= 500:
+        raise SourceUnavailable(f"upstream answered {status}: {message}")
+    raise SourceRejected(message)
+
+
+async def _check_stream_response(response: aiohttp.ClientResponse) -> None:
+    if response.status != 200:
+        try:
+            payload = await response.read()
+        except (aiohttp.ClientError, TimeoutError):
+            payload = b""
+        try:
+            _check_status(response, payload)
+        except _RetryableFailure as failure:
+            raise SourceUnavailable(f"change stream: {failure}") from failure
+        raise SourceUnavailable(f"change stream: unexpected status {response.status}")
+    if response.content_type != "text/event-stream":
+        raise SourceUnavailable(f"change stream: unexpected content type {response.content_type}")
+
+
+def _error_message(payload: bytes) -> str | None:
+    """The message of upstream's ``{"error": {"code", "message"}}`` body, if that is the body."""
+    try:
+        error = JsonReader(load_json(payload), "$").child("error")
+        return error.str_("message") if error is not None else None
+    except StateDecodeError:
+        return None
+
+
+def _retry_after(value: str | None) -> float | None:
+    # Only the delta-seconds form: an HTTP date would trust the two clocks to agree.
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+async def _read_chunk(response: aiohttp.ClientResponse) -> bytes:
+    try:
+        chunk = await response.content.readany()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise SourceUnavailable(f"change stream lost: {exc!r}") from exc
+    if not chunk:
+        raise SourceUnavailable("change stream closed by upstream")
+    return chunk
+
+
+def _parse(parser: SseParser, chunk: bytes) -> list[SseEvent]:
+    try:
+        return parser.feed(chunk)
+    except SseError as exc:
+        raise SourceUnavailable(f"change stream: {exc}") from exc
+
+
+def _decode(what: str, payload: bytes, decoder: Callable[[object], _T]) -> _T:
+    """Decode a 2xx body; a body that fails validation never reaches a caller."""
+    try:
+        return decoder(load_json(payload))
+    except StateDecodeError as exc:
+        _log_invalid(what, str(exc))
+        raise SourceUnavailable(f"invalid payload: {exc}") from exc
+
+
+def _log_invalid(what: str, error: str) -> None:
+    log.warning("upstream_invalid_payload", call=what, error=error)
+
+
+# ------------------------------------------------------------------- encoding
+
+
+def _parse_base_url(api_url: str) -> yarl.URL:
+    url = yarl.URL(api_url)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"api_url must be an absolute http(s) URL, got {api_url!r}")
+    return url
+
+
+def _require_positive(name: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+def _quote_segment(segment: str) -> str:
+    # quote() leaves dots alone, and a "." or ".." segment would be resolved away
+    # as a relative path by every server and proxy on the way.
+    if segment in (".", ".."):
+        return segment.replace(".", "%2E")
+    return quote(segment, safe="")
+
+
+def _dumps(body: Mapping[str, Any], field: str) -> bytes:
+    try:
+        return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError as exc:
+        raise InvalidArgument(field, "numbers must be finite") from exc
+
+
+def _encode_usage(report: UsageReport) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "customerId": report.customer_id,
+        "featureId": report.feature_id,
+        "value": report.value,
+        "updateBehavior": report.behavior.value,
+    }
+    _put_optional(body, report.resource_id, report.dimensions, report.timestamp)
+    return body
+
+
+def _encode_event(event: RawEvent) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "eventName": event.event_name,
+        "customerId": event.customer_id,
+        "idempotencyKey": event.idempotency_key,
+    }
+    _put_optional(body, event.resource_id, event.dimensions, event.timestamp)
+    return body
+
+
+def _put_optional(
+    body: dict[str, Any],
+    resource_id: str | None,
+    dimensions: Mapping[str, DimensionValue],
+    timestamp: datetime | None,
+) -> None:
+    if resource_id is not None:
+        body["resourceId"] = resource_id
+    if dimensions:
+        body["dimensions"] = dict(dimensions)
+    if timestamp is not None:
+        body["timestamp"] = epoch_ms(timestamp)
+
+
+def _decode_acks(data: object, reports: Sequence[UsageReport]) -> list[UsageAck]:
+    results = JsonReader(data, "$").items("results")
+    if len(results) != len(reports):
+        raise StateDecodeError("$.results", f"expected {len(reports)} results, got {len(results)}")
+    acks = [_decode_ack(item, f"$.results[{i}]") for i, item in enumerate(results)]
+    for i, (ack, report) in enumerate(zip(acks, reports, strict=True)):
+        if (ack.customer_id, ack.feature_id, ack.resource_id) != (
+            report.customer_id,
+            report.feature_id,
+            report.resource_id,
+        ):
+            # Acks are matched to reports by position; a mismatch would write usage to the
+            # wrong cache entry.
+            raise StateDecodeError(f"$.results[{i}]", "does not match the report at its position")
+    return acks
+
+
+def _decode_ack(item: object, path: str) -> UsageAck:
+    reader = JsonReader(item, path)
+    usage = reader.raw("usage", False)
+    credit = reader.child("credit")
+    return UsageAck(
+        measurement_id=reader.req_str("measurementId"),
+        customer_id=reader.req_str("customerId"),
+        feature_id=reader.req_str("featureId"),
+        resource_id=reader.str_("resourceId") or None,
+        usage=None if usage is None else decode_usage_dict(usage, f"{path}.usage"),
+        credit=None if credit is None else _decode_credit_ack(credit),
+    )
+
+
+def _decode_credit_ack(reader: JsonReader) -> CreditAck:
+    granted = reader.num("granted", required=True)
+    consumed = reader.num("consumed", required=True)
+    assert granted is not None
+    assert consumed is not None
+    return CreditAck(
+        currency_id=reader.req_str("currencyId"),
+        granted=granted,
+        record=decode_usage_dict(reader.raw("usage", True), f"{reader.path}.usage"),
+        consumed=consumed,
+    )
+
+
+def _change_for(event: ChangeEvent) -> Change:
+    if event.kind is EventKind.ENTITLEMENTS:
+        assert event.snapshot is not None
+        return SnapshotChanged(event.snapshot)
+    if event.kind is EventKind.USAGE:
+        assert event.usage is not None
+        return UsageChanged(
+            event.customer_id, event.resource_id, event.feature_id, event.currency_id, event.usage
+        )
+    return CustomerRemoved(event.customer_id, event.resource_id)
