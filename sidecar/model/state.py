@@ -196,6 +196,30 @@ class CustomerSnapshot:
             return self
         return replace(self, state=state)
 
+    def merged(self, other: CustomerSnapshot) -> CustomerSnapshot:
+        """Combine two copies of the same key, keeping the newer version of every record.
+
+        A full snapshot can arrive after a usage change it predates; merging
+        record by record keeps that newer usage instead of rolling it back.
+        """
+        base = other if other.state.version >= self.state.version else self
+        feature_usage = _newest(self.feature_usage, other.feature_usage)
+        credit_usage = _newest(self.credit_usage, other.credit_usage)
+        if base.feature_usage == feature_usage and base.credit_usage == credit_usage:
+            return base
+        return replace(base, feature_usage=feature_usage, credit_usage=credit_usage)
+
+
+def _newest(
+    first: Mapping[str, UsageRecord], second: Mapping[str, UsageRecord]
+) -> dict[str, UsageRecord]:
+    merged = dict(first)
+    for key, record in second.items():
+        held = merged.get(key)
+        if held is None or record.version >= held.version:
+            merged[key] = record
+    return merged
+
 
 # --------------------------------------------------------------------------- wire format
 

@@ -148,10 +148,12 @@ class EntitlementService:
         return snapshot
 
     def _store(self, key: Key, snapshot: CustomerSnapshot) -> CustomerSnapshot:
-        """Put a snapshot in the hot cache unless a newer one is already there."""
+        """Put a snapshot in the hot cache, record by record newest-wins against what is held."""
         held = self._cache.peek(key)
-        if held is not None and held.snapshot.state.version > snapshot.state.version:
-            return held.snapshot
+        if held is not None:
+            snapshot = held.snapshot.merged(snapshot)
+            if snapshot is held.snapshot:
+                return snapshot
         self._put(key, snapshot)
         return snapshot
 

@@ -999,3 +999,24 @@ def test_delivery_order_is_irrelevant(versions: list[int], order: Any) -> None:
     assert snapshot.feature_usage["f"] == rec(newest, usage=float(newest))
     assert snapshot.credit_usage["x"] == rec(newest, usage=float(newest))
     assert snapshot.state.version == max(newest, 0)
+
+
+def test_merged_keeps_the_newest_record_of_each_kind() -> None:
+    old_usage = UsageRecord(current_usage=1.0, version=5)
+    new_usage = UsageRecord(current_usage=9.0, version=8)
+    held = CustomerSnapshot(
+        EntitlementState("c", version=3), {"f": new_usage}, {"cur": UsageRecord(2.0, version=9)}
+    )
+    incoming = CustomerSnapshot(
+        EntitlementState("c", version=4), {"f": old_usage, "g": old_usage}, {}
+    )
+    merged = held.merged(incoming)
+    assert merged.state.version == 4
+    assert merged.feature_usage == {"f": new_usage, "g": old_usage}
+    assert merged.credit_usage == {"cur": UsageRecord(2.0, version=9)}
+    # An older state never replaces a newer one, but its newer usage still counts.
+    stale = CustomerSnapshot(EntitlementState("c", version=1), {"f": UsageRecord(3.0, version=10)})
+    kept = merged.merged(stale)
+    assert kept.state.version == 4
+    assert kept.feature_usage["f"].current_usage == 3.0
+    assert merged.merged(merged) is merged
