@@ -75,9 +75,7 @@ async def drive(
     }
 
 
-async def run(args: argparse.Namespace) -> list[dict[str, float]]:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
+def start_upstream(port: int) -> subprocess.Popen[bytes]:
     database = Path(tempfile.mkdtemp()) / "bench.db"
     env = {
         **os.environ,
@@ -87,42 +85,51 @@ async def run(args: argparse.Namespace) -> list[dict[str, float]]:
         "CATALOG_PATH": str(ROOT / "examples" / "catalog.yaml"),
         "LOG_LEVEL": "error",
     }
-    server = subprocess.Popen([sys.executable, "-m", "upstream.main"], env=env)
-    try:
-        await wait_ready(base, time.monotonic() + 30)
-        headers = {"X-API-KEY": KEY}
-        connector = aiohttp.TCPConnector(limit=args.concurrency)
-        async with aiohttp.ClientSession(headers=headers, connector=connector) as http:
-            for n in range(args.customers):
-                body = {"id": f"c{n}", "subscription": {"planId": "pro"}}
-                async with http.post(f"{base}/v1/customers", json=body) as resp:
-                    assert resp.status == 201, await resp.text()
+    return subprocess.Popen([sys.executable, "-m", "upstream.main"], env=env)
 
-            async def livez(_: int) -> None:
-                async with http.get(f"{base}/livez") as resp:
-                    await resp.read()
 
-            async def read_state(i: int) -> None:
-                async with http.get(f"{base}/v1/customers/c{i % args.customers}/entitlements") as r:
-                    assert r.status == 200
-                    await r.read()
+async def run(args: argparse.Namespace, port: int) -> list[dict[str, float]]:
+    base = f"http://127.0.0.1:{port}"
+    await wait_ready(base, time.monotonic() + 30)
+    headers = {"X-API-KEY": KEY}
+    connector = aiohttp.TCPConnector(limit=args.concurrency)
+    async with aiohttp.ClientSession(headers=headers, connector=connector) as http:
+        for n in range(args.customers):
+            body = {"id": f"c{n}", "subscription": {"planId": "pro"}}
+            async with http.post(f"{base}/v1/customers", json=body) as resp:
+                assert resp.status == 201, await resp.text()
 
-            async def write_usage(i: int) -> None:
-                body = {"usages": [{"customerId": f"c{random.randrange(args.customers)}",
-                                    "featureId": "api-calls", "value": 1}]}
-                async with http.post(f"{base}/v1/usage", data=json.dumps(body)) as r:
-                    assert r.status == 200, await r.text()
-                    await r.read()
+        async def livez(_: int) -> None:
+            async with http.get(f"{base}/livez") as resp:
+                await resp.read()
 
-            results = []
-            for name, call in (("baseline GET /livez", livez),
-                               ("GET entitlements", read_state),
-                               ("POST usage", write_usage)):
-                results.append(await drive(name, args.seconds, args.concurrency, call))
-            return results
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        async def read_state(i: int) -> None:
+            async with http.get(f"{base}/v1/customers/c{i % args.customers}/entitlements") as r:
+                assert r.status == 200
+                await r.read()
+
+        async def write_usage(i: int) -> None:
+            body = {
+                "usages": [
+                    {
+                        "customerId": f"c{random.randrange(args.customers)}",
+                        "featureId": "api-calls",
+                        "value": 1,
+                    }
+                ]
+            }
+            async with http.post(f"{base}/v1/usage", data=json.dumps(body)) as r:
+                assert r.status == 200, await r.text()
+                await r.read()
+
+        results = []
+        for name, call in (
+            ("baseline GET /livez", livez),
+            ("GET entitlements", read_state),
+            ("POST usage", write_usage),
+        ):
+            results.append(await drive(name, args.seconds, args.concurrency, call))
+        return results
 
 
 def main() -> None:
@@ -131,7 +138,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--customers", type=int, default=200)
     args = parser.parse_args()
-    results = asyncio.run(run(args))
+    port = free_port()
+    server = start_upstream(port)
+    try:
+        results = asyncio.run(run(args, port))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
     baseline = results[0]["per_second"]
     print(f"| operation | req/s | p50 ms | p99 ms | vs baseline |  (c={args.concurrency})")
     print("|---|---|---|---|---|")
