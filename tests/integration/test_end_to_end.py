@@ -85,7 +85,8 @@ async def test_subscription_lifecycle(system: System) -> None:
     )
 
     async def upgraded() -> bool:
-        return (await metered(system, "acme", "api-calls", 1)).entitlement.usage_limit == 150_000
+        limit = (await metered(system, "acme", "api-calls", 1)).entitlement.usage_limit
+        return bool(limit == 150_000)
 
     await wait_for(upgraded, what="the plan change to reach the sidecar")
     after = await metered(system, "acme", "api-calls", requested=1)
@@ -96,7 +97,7 @@ async def test_subscription_lifecycle(system: System) -> None:
 
     async def cancelled() -> bool:
         resp = await metered(system, "acme", "api-calls", 1)
-        return resp.access_denied_reason == R.ACCESS_DENIED_REASON_NO_ACTIVE_SUBSCRIPTION
+        return bool(resp.access_denied_reason == R.ACCESS_DENIED_REASON_NO_ACTIVE_SUBSCRIPTION)
 
     await wait_for(cancelled, what="the cancellation to reach the sidecar")
 
@@ -118,7 +119,7 @@ async def test_credits_flow(system: System) -> None:
         resp = await system.stigg.get_entitlement_v2(
             sdk.GetEntitlementV2Request(customer_id="bolt", currency_id="ai-credits")
         )
-        return resp.entitlement.credit.remaining
+        return float(resp.entitlement.credit.remaining)
 
     async def has_ten() -> bool:
         return await wallet_remaining() == 10
@@ -158,7 +159,7 @@ async def test_credits_flow(system: System) -> None:
                 options=sdk.GetEntitlementOptions(requested_usage=3),
             )
         )
-        return resp.entitlement.has_access
+        return bool(resp.entitlement.has_access)
 
     await wait_for(allowed_again, what="the second grant to reach the sidecar")
     assert await wallet_remaining() == 7

@@ -98,7 +98,9 @@ def test_trial_end_is_published_when_its_time_comes(tmp_path: Path) -> None:
     assert state.state.denial_reason is None
     assert "sso" in state.state.features
     trial_end = clock[0] + timedelta(days=14)
-    assert up.next_due() is not None and up.next_due() <= trial_end
+    due = up.next_due()
+    assert due is not None
+    assert due <= trial_end
 
     with up.store.transaction() as tx:
         head = tx.head_seq()
