@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING
 
 import grpc
@@ -15,6 +16,7 @@ from sidecar.evaluation.fallback import parse_fallback_map
 from sidecar.pb import sidecar_pb2_grpc as pb_grpc
 from sidecar.settings import Settings
 from sidecar.source.memory import InMemorySource
+from tests.redis_server import RedisServer
 
 if TYPE_CHECKING:
     # mypy-protobuf types the aio flavour of the stub separately; it only exists in the .pyi.
@@ -56,6 +58,26 @@ async def wait_for(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One private redis-server for the session; tests isolate themselves by key prefix."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, for tests that kill, restart or flush it."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_prefix(request: pytest.FixtureRequest) -> str:
+    """A key prefix unique to the test, so tests sharing the session server never collide."""
+    return "t" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:12]
 
 
 @pytest.fixture

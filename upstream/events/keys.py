@@ -1,8 +1,10 @@
-"""Redis key names shared by upstream and the persistent cache."""
+"""Redis names upstream publishes to; defined with every other key in sidecar.cache.redis_keys."""
 
 from __future__ import annotations
+
+from sidecar.cache.redis_keys import change_stream
 
 
 def change_stream_key(environment_prefix: str) -> str:
     """The Redis Stream upstream appends change events to."""
-    return f"{environment_prefix}:changes"
+    return change_stream(environment_prefix)
