@@ -103,7 +103,9 @@ class StatePublisher:
         new_digest = digest(snapshot)
         stored = tx.state_digest(customer_id, resource_id)
         if stored is not None and stored[1] == new_digest:
-            tx.put_state(customer_id, resource_id, stored[0], new_digest, next_change)
+            # Unchanged: a plain read must not turn into a (fsync'd) write.
+            if stored[2] != next_change:
+                tx.put_state(customer_id, resource_id, stored[0], new_digest, next_change)
             return replace(snapshot, state=replace(snapshot.state, version=stored[0]))
         version = tx.next_version()
         snapshot = replace(snapshot, state=replace(snapshot.state, version=version, updated_at=now))

@@ -457,13 +457,17 @@ class Tx:
 
     # ------------------------------------------------------------------- states
 
-    def state_digest(self, customer_id: str, resource_id: str | None) -> tuple[int, str] | None:
+    def state_digest(
+        self, customer_id: str, resource_id: str | None
+    ) -> tuple[int, str, datetime | None] | None:
+        """(version, digest, valid_until) of the last published state."""
         row = self._one(
-            "SELECT version, digest FROM states WHERE customer_id=? AND resource_key=?",
+            "SELECT version, digest, valid_until FROM states"
+            " WHERE customer_id=? AND resource_key=?",
             customer_id,
             rkey(resource_id),
         )
-        return None if row is None else (int(row[0]), str(row[1]))
+        return None if row is None else (int(row[0]), str(row[1]), from_ms(row[2]))
 
     def put_state(
         self,
