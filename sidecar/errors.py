@@ -4,6 +4,7 @@ SidecarError
 ├── InvalidArgument      a request field is malformed (names the field)
 └── SourceError          the entitlement source failed
     ├── SourceUnavailable   transient: timeout, connection refused, 5xx
+    │   └── CacheUnavailable    Redis is unreachable or timed out
     └── SourceRejected      the source refused the request (4xx): retrying won't help
 """
 
@@ -31,3 +32,7 @@ class SourceUnavailable(SourceError):
 
 class SourceRejected(SourceError):
     pass
+
+
+class CacheUnavailable(SourceUnavailable):
+    """Redis is unreachable or timed out."""

@@ -20,7 +20,7 @@ from upstream.domain import (
     Subscription,
     SubscriptionStatus,
 )
-from upstream.errors import Conflict, Invalid, NotFound
+from upstream.errors import Conflict, Invalid, NotFound, UpstreamError
 from upstream.publisher import StatePublisher
 from upstream.store.sqlite import Store, Tx
 
@@ -104,7 +104,13 @@ class Upstream:
             tx.put_customer(customer)
             sub = None
             if subscription is not None:
-                sub = self._provision_subscription(tx, subscription, now)
+                try:
+                    sub = self._provision_subscription(tx, subscription, now)
+                except UpstreamError as exc:
+                    # The subscription is nested in the request: name the field as sent.
+                    if exc.field is not None:
+                        exc.field = f"subscription.{exc.field}"
+                    raise
             self.publisher.refresh(tx, customer_id, self._resources(tx, customer_id), now)
         return customer, sub
 

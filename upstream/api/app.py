@@ -45,6 +45,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise
         code = exc.reason.upper().replace(" ", "_")
         response = _error(exc.status, code, exc.text or exc.reason)
+        # Keep what the status needs besides the body, e.g. Allow on a 405.
+        for name in ("Allow", "Retry-After"):
+            if name in exc.headers:
+                response.headers[name] = exc.headers[name]
     except Exception:
         log.exception("request_failed", path=request.path)
         response = _error(500, "INTERNAL", "internal error")

@@ -10,6 +10,18 @@ from typing import Any
 from upstream.errors import Invalid
 
 MAX_ID = 256
+# Quantities, amounts and usage values beyond this are not real quantities, and sums
+# or products of them could overflow to infinity, which no JSON document can carry.
+MAX_MAGNITUDE = 1e15
+
+
+def _encodable(value: str) -> bool:
+    # JSON may escape lone surrogates ("\ud800") that no store or encoder accepts.
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Body:
@@ -40,6 +52,8 @@ class Body:
             return None
         if not isinstance(value, str) or not value:
             raise Invalid("must be a non-empty string", field=self._name(key))
+        if not _encodable(value):
+            raise Invalid("must be valid Unicode text", field=self._name(key))
         if len(value) > MAX_ID:
             raise Invalid(f"must be at most {MAX_ID} characters", field=self._name(key))
         return value
@@ -51,8 +65,8 @@ class Body:
 
     def text(self, key: str) -> str | None:
         value = self.data.get(key)
-        if value is not None and not isinstance(value, str):
-            raise Invalid("must be a string", field=self._name(key))
+        if value is not None and not (isinstance(value, str) and _encodable(value)):
+            raise Invalid("must be a string of valid Unicode text", field=self._name(key))
         return value
 
     def number(
@@ -70,10 +84,11 @@ class Body:
             return None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise Invalid("must be a number", field=self._name(key))
-        if isinstance(value, int) and abs(value) >= 2**63:
-            raise Invalid("is out of range", field=self._name(key))
         if not math.isfinite(value):
             raise Invalid("must be finite", field=self._name(key))
+        if abs(value) > MAX_MAGNITUDE:
+            raise Invalid(f"must be between -{MAX_MAGNITUDE:g} and {MAX_MAGNITUDE:g}",
+                          field=self._name(key))
         if minimum is not None and value < minimum:
             raise Invalid(f"must be >= {minimum:g}", field=self._name(key))
         if exclusive_minimum is not None and value <= exclusive_minimum:
@@ -111,7 +126,10 @@ class Body:
                 raise Invalid("must be an ISO-8601 date-time", field=self._name(key)) from None
             if parsed.tzinfo is None:
                 raise Invalid("must include a time zone", field=self._name(key))
-            return parsed.astimezone(UTC)
+            try:
+                return parsed.astimezone(UTC)
+            except OverflowError:
+                raise Invalid("is out of range", field=self._name(key)) from None
         raise Invalid("must be an ISO-8601 date-time or epoch milliseconds", field=self._name(key))
 
     def obj(self, key: str) -> Body | None:
@@ -132,7 +150,9 @@ class Body:
 
     def strings(self, key: str) -> tuple[str, ...]:
         value = self.data.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        if not isinstance(value, list) or not all(
+            isinstance(v, str) and _encodable(v) for v in value
+        ):
             raise Invalid("must be an array of strings", field=self._name(key))
         return tuple(value)
 
@@ -144,9 +164,11 @@ class Body:
             raise Invalid("must be an object", field=self._name(key))
         out: dict[str, str | float | bool] = {}
         for k, v in value.items():
+            if not _encodable(k) or (isinstance(v, str) and not _encodable(v)):
+                raise Invalid("must be valid Unicode text", field=self._name(key))
             if isinstance(v, bool | str):
                 out[k] = v
-            elif isinstance(v, int | float) and not (isinstance(v, float) and not math.isfinite(v)):
+            elif isinstance(v, int | float) and math.isfinite(v) and abs(v) <= MAX_MAGNITUDE:
                 out[k] = float(v)
             else:
                 raise Invalid(
@@ -159,6 +181,8 @@ class Body:
         value = self.data.get(key)
         if value is None:
             return {}
-        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        if not isinstance(value, dict) or not all(
+            isinstance(v, str) and _encodable(v) and _encodable(k) for k, v in value.items()
+        ):
             raise Invalid("must be an object of strings", field=self._name(key))
         return value

@@ -219,7 +219,7 @@ async def credit_balance(request: web.Request) -> web.Response:
     return web.json_response(views.balance(currency_id, balance))
 
 
-def _int_query(request: web.Request, name: str, default: int, maximum: int | None = None) -> int:
+def _int_query(request: web.Request, name: str, default: int, maximum: int = 2**62) -> int:
     raw = request.query.get(name)
     if raw is None:
         return default
@@ -227,7 +227,7 @@ def _int_query(request: web.Request, name: str, default: int, maximum: int | Non
         value = int(raw)
     except ValueError:
         raise Invalid("must be an integer", field=name) from None
-    if value < 0 or (maximum is not None and value > maximum):
+    if not 0 <= value <= maximum:
         raise Invalid(f"must be between 0 and {maximum}", field=name)
     return value
 

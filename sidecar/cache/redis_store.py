@@ -1,0 +1,436 @@
+"""The persistent cache: entitlement snapshots and usage records in Redis.
+
+One hash per (customer, resource) (layout in :mod:`sidecar.cache.redis_keys`). Every write is one
+Lua script (:mod:`sidecar.cache.redis_scripts`) that compares versions and writes in a single
+atomic step, so writers may deliver records in any order, any number of times, from any number
+of processes, and Redis still ends up holding the newest copy of every record.
+
+Works with a plain ``redis.asyncio.Redis`` and with ``redis.asyncio.cluster.RedisCluster``: each
+script touches a single key, and a batch is a non-transactional pipeline, which a cluster client
+splits by node. Every Redis failure surfaces as :class:`~sidecar.errors.CacheUnavailable`; a
+NOSCRIPT answer (the server restarted or was flushed and lost its script cache) is not a failure
+and is handled here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import structlog
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+
+from sidecar.cache.redis_keys import (
+    CREDIT_USAGE_PREFIX,
+    FEATURE_USAGE_PREFIX,
+    STATE_FIELD,
+    credit_usage_field,
+    epoch_key,
+    feature_usage_field,
+    invalidation_channel,
+    lock_key,
+    refetch_channel,
+    state_key,
+    ttl_ms,
+    version_field,
+)
+from sidecar.cache.redis_scripts import APPLY_SCRIPT, DELETE_SCRIPT, UNLOCK_SCRIPT, LuaScript
+from sidecar.errors import CacheUnavailable
+from sidecar.model.events import ChangeEvent, EventKind
+from sidecar.model.state import (
+    CustomerSnapshot,
+    StateDecodeError,
+    UsageRecord,
+    decode_state,
+    decode_usage,
+    encode_state,
+    encode_usage,
+    epoch_ms,
+    load_json,
+)
+
+log = structlog.get_logger("sidecar.cache.redis")
+
+RedisClient: TypeAlias = Redis | RedisCluster
+
+# Redis failures as redis-py raises them. RedisClusterException is not a RedisError (a cluster
+# that cannot be reached or has uncovered slots raises it); OSError covers socket errors and
+# asyncio timeouts that escape redis-py's own wrapping.
+_REDIS_FAILURES = (RedisError, RedisClusterException, OSError)
+
+# The int64 range: what upstream's versions fit in, and what the script compares exactly.
+_MAX_VERSION = 2**63
+
+# Corrupt keys are logged once each; the set is reset when it reaches this size so a flood of
+# distinct corrupt keys cannot grow memory without bound.
+_MAX_LOGGED_CORRUPT = 4096
+
+_Call: TypeAlias = tuple[LuaScript, str, tuple[str | bytes | int, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Invalidation:
+    """What the store publishes on the invalidation channel after a write changed a key."""
+
+    customer_id: str
+    resource_id: str | None
+    version: int
+    committed_at_ms: int | None = None
+
+    def encode(self) -> str:
+        return json.dumps(
+            {
+                "c": self.customer_id,
+                "r": self.resource_id,
+                "v": self.version,
+                "t": self.committed_at_ms,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def decode(cls, payload: str | bytes) -> Invalidation:
+        """Parse a published payload; raises :class:`StateDecodeError` when it is malformed."""
+        data = load_json(payload)
+        if not isinstance(data, dict):
+            raise StateDecodeError("$", "expected an object")
+        customer_id = data.get("c")
+        if not isinstance(customer_id, str) or not customer_id:
+            raise StateDecodeError("$.c", "expected a non-empty string")
+        resource_id = data.get("r")
+        if resource_id is not None and not isinstance(resource_id, str):
+            raise StateDecodeError("$.r", "expected a string or null")
+        version = data.get("v")
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise StateDecodeError("$.v", "expected an integer")
+        committed = data.get("t")
+        if committed is not None and (
+            isinstance(committed, bool) or not isinstance(committed, int)
+        ):
+            raise StateDecodeError("$.t", "expected epoch milliseconds or null")
+        return cls(customer_id, resource_id or None, version, committed)
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """How many records a write stored, and how many it skipped because Redis held them newer."""
+
+    applied: int
+    stale: int
+
+
+class RedisStore:
+    """Versioned reads and writes of customer state in Redis; see the module docstring.
+
+    The client is borrowed, not owned: whoever created it closes it. Give it socket timeouts
+    (``socket_timeout``, ``socket_connect_timeout``) so an unreachable Redis fails fast rather
+    than stalling callers, and a retry policy of at least one retry: after a Redis restart the
+    pooled connections are dead, and it is the client's retry that replaces them.
+    """
+
+    def __init__(
+        self,
+        client: Redis | RedisCluster,
+        *,
+        prefix: str,
+        ttl_seconds: int,
+        publish: bool = True,
+    ) -> None:
+        self._client: RedisClient = client
+        self.prefix = prefix
+        self.ttl_ms = ttl_ms(ttl_seconds)
+        self.publish = publish
+        #: Reads that found an undecodable value and answered "miss" instead.
+        self.decode_errors = 0
+        self._channel = invalidation_channel(prefix) if publish else ""
+        self._logged_corrupt: set[str] = set()
+
+    # ------------------------------------------------------------------ reads
+
+    async def get(self, customer_id: str, resource_id: str | None) -> CustomerSnapshot | None:
+        """The stored snapshot, or None when there is none or it cannot be decoded."""
+        key = state_key(self.prefix, customer_id, resource_id)
+        with _translate("HGETALL"):
+            raw: Mapping[Any, Any] = await self._client.hgetall(key)
+        if not raw:
+            return None
+        try:
+            return _decode_hash(raw, customer_id, resource_id)
+        except (ValueError, TypeError) as exc:
+            # A corrupt value must read as a miss: handing it on would put garbage in a cache.
+            self.decode_errors += 1
+            if key not in self._logged_corrupt:
+                if len(self._logged_corrupt) >= _MAX_LOGGED_CORRUPT:
+                    self._logged_corrupt.clear()
+                self._logged_corrupt.add(key)
+                log.warning("redis_state_corrupt", key=key, error=str(exc))
+            return None
+
+    # ------------------------------------------------------------------ writes
+
+    async def apply_snapshot(
+        self, snapshot: CustomerSnapshot, *, committed_at_ms: int | None = None
+    ) -> ApplyResult:
+        """Write the state and every usage record of ``snapshot``, each only if newer."""
+        return _apply_result(await self._run_one(self._snapshot_call(snapshot, committed_at_ms)))
+
+    async def apply_usage(
+        self,
+        customer_id: str,
+        resource_id: str | None,
+        record: UsageRecord,
+        *,
+        feature_id: str | None = None,
+        currency_id: str | None = None,
+        committed_at_ms: int | None = None,
+    ) -> ApplyResult:
+        """Write one usage record (of a feature, or of a credit currency) if newer."""
+        call = self._usage_call(
+            customer_id, resource_id, record, feature_id, currency_id, committed_at_ms
+        )
+        return _apply_result(await self._run_one(call))
+
+    async def apply_events(self, events: Sequence[ChangeEvent]) -> list[ApplyResult]:
+        """Apply change events in one pipelined round trip; one result per event, in order.
+
+        Every event is checked before anything is sent, so a malformed event (ValueError) leaves
+        Redis untouched. A deletion's result counts the removed hash as one applied record.
+        """
+        calls = [self._event_call(event) for event in events]
+        return [_apply_result(result) for result in await self._run_many(calls)]
+
+    async def delete(self, customer_id: str, resource_id: str | None) -> None:
+        """Drop the stored hash; publishes nothing (deletion events go through apply_events)."""
+        with _translate("DEL"):
+            await self._client.delete(state_key(self.prefix, customer_id, resource_id))
+
+    # ------------------------------------------------------------------ epoch
+
+    async def get_epoch(self) -> str | None:
+        with _translate("GET"):
+            value = await self._client.get(epoch_key(self.prefix))
+        return None if value is None else _text(value)
+
+    async def set_epoch(self, value: str) -> None:
+        # A plain SET also clears any TTL: the epoch must outlive every state key.
+        with _translate("SET"):
+            await self._client.set(epoch_key(self.prefix), value)
+
+    # ------------------------------------------------------------------ refetch coordination
+
+    async def try_lock(
+        self, customer_id: str, resource_id: str | None, token: str, ttl_ms: int
+    ) -> bool:
+        """Take the key's refetch lock for ``ttl_ms``; False when someone else holds it."""
+        if ttl_ms <= 0:
+            raise ValueError("a lock needs a positive TTL, or a crashed holder keeps it forever")
+        with _translate("SET NX"):
+            taken = await self._client.set(
+                lock_key(self.prefix, customer_id, resource_id), token, nx=True, px=ttl_ms
+            )
+        return bool(taken)
+
+    async def unlock(self, customer_id: str, resource_id: str | None, token: str) -> None:
+        """Release the lock if ``token`` still holds it; otherwise do nothing."""
+        key = lock_key(self.prefix, customer_id, resource_id)
+        await self._run_one((UNLOCK_SCRIPT, key, (token,)))
+
+    async def publish_refetch(
+        self, customer_id: str, resource_id: str | None, payload: str
+    ) -> None:
+        with _translate("PUBLISH"):
+            await self._client.publish(
+                refetch_channel(self.prefix, customer_id, resource_id), payload
+            )
+
+    async def ping(self) -> bool:
+        """True when Redis answers; raises CacheUnavailable when it does not."""
+        with _translate("PING"):
+            return bool(await self._client.ping())
+
+    # ------------------------------------------------------------------ script calls
+
+    def _payload(
+        self, customer_id: str, resource_id: str | None, version: int, committed_at_ms: int | None
+    ) -> str:
+        if not self._channel:
+            return ""
+        return Invalidation(customer_id, resource_id or None, version, committed_at_ms).encode()
+
+    def _apply_call(
+        self,
+        customer_id: str,
+        resource_id: str | None,
+        version: int,
+        committed_at_ms: int | None,
+        triplets: list[str | bytes],
+    ) -> _Call:
+        key = state_key(self.prefix, customer_id, resource_id)
+        payload = self._payload(customer_id, resource_id, version, committed_at_ms)
+        return APPLY_SCRIPT, key, (self.ttl_ms, self._channel, payload, *triplets)
+
+    def _snapshot_call(self, snapshot: CustomerSnapshot, committed_at_ms: int | None) -> _Call:
+        state = snapshot.state
+        triplets: list[str | bytes] = [STATE_FIELD, _version(state.version), encode_state(state)]
+        for feature_id, record in snapshot.feature_usage.items():
+            triplets += [feature_usage_field(feature_id), _version(record.version)]
+            triplets.append(encode_usage(record))
+        for currency_id, record in snapshot.credit_usage.items():
+            triplets += [credit_usage_field(currency_id), _version(record.version)]
+            triplets.append(encode_usage(record))
+        return self._apply_call(
+            state.customer_id, state.resource_id, state.version, committed_at_ms, triplets
+        )
+
+    def _usage_call(
+        self,
+        customer_id: str,
+        resource_id: str | None,
+        record: UsageRecord,
+        feature_id: str | None,
+        currency_id: str | None,
+        committed_at_ms: int | None,
+    ) -> _Call:
+        if feature_id and not currency_id:
+            name = feature_usage_field(feature_id)
+        elif currency_id and not feature_id:
+            name = credit_usage_field(currency_id)
+        else:
+            raise ValueError("exactly one of feature_id and currency_id is required")
+        triplets: list[str | bytes] = [name, _version(record.version), encode_usage(record)]
+        return self._apply_call(customer_id, resource_id, record.version, committed_at_ms, triplets)
+
+    def _event_call(self, event: ChangeEvent) -> _Call:
+        committed = epoch_ms(event.committed_at)
+        if event.kind is EventKind.ENTITLEMENTS:
+            snapshot = event.snapshot
+            if snapshot is None:
+                raise ValueError(f"event {event.seq}: an entitlements event needs a snapshot")
+            # The key comes from the snapshot; a mismatch would file one customer's state
+            # under another's key.
+            if (snapshot.state.customer_id, snapshot.state.resource_id or None) != (
+                event.customer_id,
+                event.resource_id or None,
+            ):
+                raise ValueError(f"event {event.seq}: snapshot belongs to another key")
+            return self._snapshot_call(snapshot, committed)
+        if event.kind is EventKind.USAGE:
+            if event.usage is None:
+                raise ValueError(f"event {event.seq}: a usage event needs a usage record")
+            return self._usage_call(
+                event.customer_id,
+                event.resource_id,
+                event.usage,
+                event.feature_id,
+                event.currency_id,
+                committed,
+            )
+        key = state_key(self.prefix, event.customer_id, event.resource_id)
+        payload = self._payload(event.customer_id, event.resource_id, event.version, committed)
+        return DELETE_SCRIPT, key, (self._channel, payload)
+
+    async def _run_one(self, call: _Call) -> Any:
+        script, key, args = call
+        with _translate(script.name):
+            try:
+                return await self._client.evalsha(script.sha, 1, key, *args)
+            except NoScriptError:
+                # EVAL runs the script and puts it back into this server's script cache.
+                return await self._client.eval(script.source, 1, key, *args)
+
+    async def _run_many(self, calls: Sequence[_Call]) -> list[Any]:
+        if not calls:
+            return []
+        results = await self._pipeline(calls, by_sha=True)
+        first = next((i for i, r in enumerate(results) if isinstance(r, NoScriptError)), None)
+        if first is not None:
+            # Re-run everything from the first NOSCRIPT on, in order, with EVAL. Redoing calls
+            # that already ran is harmless (a versioned write repeats as stale), and redoing the
+            # whole tail keeps a deletion ordered after the writes that preceded it.
+            again = await self._pipeline(calls[first:], by_sha=False)
+            for offset, result in enumerate(again):
+                if isinstance(result, Exception):
+                    name = calls[first + offset][0].name
+                    raise CacheUnavailable(f"redis {name}: {result}") from result
+                # A call that succeeded the first time keeps that result: it reports what the
+                # call actually changed, the rerun would only report a stale repeat.
+                if isinstance(results[first + offset], Exception):
+                    results[first + offset] = result
+        for call, result in zip(calls, results, strict=True):
+            if isinstance(result, Exception):
+                raise CacheUnavailable(f"redis {call[0].name}: {result}") from result
+        return results
+
+    async def _pipeline(self, calls: Sequence[_Call], *, by_sha: bool) -> list[Any]:
+        with _translate("pipeline"):
+            async with self._client.pipeline(transaction=False) as pipe:
+                for script, key, args in calls:
+                    # execute_command rather than pipe.evalsha(): redis-py's cluster pipeline
+                    # refuses the EVALSHA method outright because a script may touch keys in
+                    # several slots. Ours touch KEYS[1] only, which the pipeline routes by.
+                    if by_sha:
+                        pipe.execute_command("EVALSHA", script.sha, 1, key, *args)
+                    else:
+                        pipe.execute_command("EVAL", script.source, 1, key, *args)
+                return list(await pipe.execute(raise_on_error=False))
+
+
+@contextmanager
+def _translate(operation: str) -> Iterator[None]:
+    try:
+        yield
+    except CacheUnavailable:
+        raise
+    except _REDIS_FAILURES as exc:
+        raise CacheUnavailable(f"redis {operation}: {type(exc).__name__}: {exc}") from exc
+
+
+def _version(version: int) -> str:
+    # Validated here because the script compares canonical decimal strings: a bool or float
+    # would be sent in a form it cannot order.
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise TypeError(f"a version must be an int, not {type(version).__name__}")
+    if not -_MAX_VERSION < version < _MAX_VERSION:
+        raise ValueError(f"version {version} is outside the int64 range")
+    return str(version)
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _apply_result(result: Any) -> ApplyResult:
+    if isinstance(result, list):
+        return ApplyResult(applied=int(result[0]), stale=int(result[1]))
+    # DELETE answers with the number of hashes it removed.
+    return ApplyResult(applied=int(result), stale=0)
+
+
+def _decode_hash(
+    raw: Mapping[Any, Any], customer_id: str, resource_id: str | None
+) -> CustomerSnapshot | None:
+    fields: dict[str, Any] = {_text(name): value for name, value in raw.items()}
+    state_raw = fields.get(STATE_FIELD)
+    if state_raw is None:
+        # Usage records can arrive before any state; without a state there is nothing to serve.
+        return None
+    state = decode_state(state_raw)
+    if (state.customer_id, state.resource_id or None) != (customer_id, resource_id or None):
+        raise StateDecodeError("$", "state belongs to another customer or resource")
+    feature_usage: dict[str, UsageRecord] = {}
+    credit_usage: dict[str, UsageRecord] = {}
+    for name, value in fields.items():
+        # Values and versions share a prefix; a value is the field whose ``:v`` partner exists,
+        # which stays right even for ids that themselves end in ":v".
+        if version_field(name) not in fields:
+            continue
+        if name.startswith(FEATURE_USAGE_PREFIX):
+            feature_usage[name[len(FEATURE_USAGE_PREFIX) :]] = decode_usage(value)
+        elif name.startswith(CREDIT_USAGE_PREFIX):
+            credit_usage[name[len(CREDIT_USAGE_PREFIX) :]] = decode_usage(value)
+    return CustomerSnapshot(state, feature_usage, credit_usage)
