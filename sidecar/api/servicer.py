@@ -28,10 +28,10 @@ from sidecar.evaluation.getters import (
     feature_entitlement,
     typed_entitlement,
 )
+from sidecar.evaluation.rules import stable_until
 from sidecar.model.usage import UsageReport
 from sidecar.observability import Metrics
 from sidecar.pb import sidecar_pb2 as pb
-from sidecar.pb import sidecar_pb2_grpc as pb_grpc
 from sidecar.service.entitlements import EntitlementService
 
 log = structlog.get_logger("sidecar.api")
@@ -104,7 +104,9 @@ def _fallback(options: Any) -> FallbackValues | None:
     return convert.fallback_values(options.fallback)
 
 
-class SidecarServicer(pb_grpc.SidecarServiceServicer):
+class SidecarServicer:
+    """Implements every RPC of ``stigg.sidecar.v1.SidecarService`` (see grpc_server)."""
+
     def __init__(
         self,
         service: EntitlementService,
@@ -264,30 +266,35 @@ class SidecarServicer(pb_grpc.SidecarServiceServicer):
         self._count("GetEntitlementV2", result)
         return result
 
-    async def _list(self, method: str, request: Any, include_credits: bool) -> ListResult:
+    async def _list(self, method: str, request: Any, include_credits: bool) -> bytes:
+        """The serialized list, memoized per cached snapshot until time could change it."""
         customer_id = validation.require_id(request.customer_id, "customer_id")
         resource_id = validation.optional_id(_opt(request, "resource_id"), "resource_id")
         snapshot = await self._service.snapshot(customer_id, resource_id)
+        if snapshot is not None:
+            memoized = self._service.view(snapshot, method)
+            if memoized is not None:
+                return memoized
+        now = self._service.now()
         result = entitlement_list(
-            snapshot,
-            self._service.now(),
-            include_credits=include_credits,
-            global_fallbacks=self._fallbacks,
+            snapshot, now, include_credits=include_credits, global_fallbacks=self._fallbacks
         )
         self._count_list(method, result)
-        return result
+        build = convert.list_v2 if include_credits else convert.list_v1
+        data = build(result).SerializeToString()
+        if snapshot is not None:
+            self._service.remember_view(snapshot, method, data, stable_until(snapshot, now))
+        return data
 
     @rpc("GetEntitlements")
-    async def GetEntitlements(
-        self, request: pb.GetEntitlementsRequest, context: Any
-    ) -> pb.GetEntitlementsResponse:
-        return convert.list_v1(await self._list("GetEntitlements", request, False))
+    async def GetEntitlements(self, request: pb.GetEntitlementsRequest, context: Any) -> bytes:
+        return await self._list("GetEntitlements", request, False)
 
     @rpc("GetEntitlementsStateV2")
     async def GetEntitlementsStateV2(
         self, request: pb.GetEntitlementsStateV2Request, context: Any
-    ) -> pb.GetEntitlementsStateV2Response:
-        return convert.list_v2(await self._list("GetEntitlementsStateV2", request, True))
+    ) -> bytes:
+        return await self._list("GetEntitlementsStateV2", request, True)
 
     # ------------------------------------------------------------------ writes
 

@@ -91,6 +91,23 @@ def effective_usage(
     return EffectiveUsage(0.0, None, None)
 
 
+def stable_until(snapshot: CustomerSnapshot, now: datetime) -> datetime | None:
+    """The first instant after ``now`` at which evaluating ``snapshot`` may answer differently.
+
+    Time enters evaluation only through usage periods rolling over, so until the
+    earliest current period end every decision (and every response built from
+    them) stays the same. None: nothing here changes with time.
+    """
+    ends = [
+        usage.period_end
+        for fid, ent in snapshot.state.features.items()
+        if ent.feature.is_metered
+        and (usage := effective_usage(ent, snapshot.feature_usage.get(fid), now)).period_end
+        is not None
+    ]
+    return min((end for end in ends if end is not None), default=None)
+
+
 def wallet_view(snapshot: CustomerSnapshot, currency_id: str) -> WalletView | None:
     credit = snapshot.state.credits.get(currency_id)
     if credit is None:

@@ -12,7 +12,7 @@ import contextlib
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,6 +48,12 @@ class CacheEntry:
     snapshot: CustomerSnapshot
     # Earliest valid-until of any entitlement: after it the state must be refetched.
     expires_at: float | None
+    # Bytes charged for the snapshot itself; views are charged on top.
+    size: int = 0
+    # Serialized responses derived from this snapshot alone (e.g. the entitlement
+    # list), each with the instant until which it stays right. A new snapshot is a
+    # new entry, so these never outlive the state they were computed from.
+    views: dict[str, tuple[float, bytes]] = field(default_factory=dict)
 
 
 def _expiry(snapshot: CustomerSnapshot) -> float | None:
@@ -158,7 +164,34 @@ class EntitlementService:
         return snapshot
 
     def _put(self, key: Key, snapshot: CustomerSnapshot) -> None:
-        self._cache.put(key, CacheEntry(snapshot, _expiry(snapshot)), deep_size(snapshot))
+        size = deep_size(snapshot)
+        self._cache.put(key, CacheEntry(snapshot, _expiry(snapshot), size), size)
+
+    def view(self, snapshot: CustomerSnapshot, name: str) -> bytes | None:
+        """A memoized response derived from ``snapshot``, if it is still right now."""
+        entry = self._cache.peek((snapshot.state.customer_id, snapshot.state.resource_id))
+        if entry is None or entry.snapshot is not snapshot:
+            return None
+        found = entry.views.get(name)
+        if found is None or found[0] <= self._clock():
+            return None
+        return found[1]
+
+    def remember_view(
+        self,
+        snapshot: CustomerSnapshot,
+        name: str,
+        data: bytes,
+        valid_until: datetime | None,
+    ) -> None:
+        """Memoize a response derived from ``snapshot`` alone, charging its bytes to the cache."""
+        key = (snapshot.state.customer_id, snapshot.state.resource_id)
+        entry = self._cache.peek(key)
+        if entry is None or entry.snapshot is not snapshot:
+            return
+        entry.views[name] = (valid_until.timestamp() if valid_until else float("inf"), data)
+        charged = entry.size + sum(len(view) for _, view in entry.views.values())
+        self._cache.put(key, entry, charged)
 
     async def reload(self, customer_id: str, resource_id: str | None) -> bool:
         """Refetch and overwrite; True when the customer exists (Stigg's rule)."""

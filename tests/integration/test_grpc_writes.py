@@ -174,3 +174,23 @@ async def test_thousand_concurrent_misses_make_one_fetch(
     results = await asyncio.gather(*calls)
     assert all(r.has_access for r in results)
     assert source.fetch_count == 1
+
+
+async def test_memoized_list_follows_usage_reports(stub: Stub, customer: str) -> None:
+    request = pb.GetEntitlementsStateV2Request(customer_id=customer)
+
+    def api_calls(resp: pb.GetEntitlementsStateV2Response) -> float:
+        return next(
+            e.metered.current_usage
+            for e in resp.entitlements
+            if e.WhichOneof("entitlement") == "metered" and e.metered.feature.id == "api-calls"
+        )
+
+    first = await stub.GetEntitlementsStateV2(request)
+    again = await stub.GetEntitlementsStateV2(request)
+    assert api_calls(first) == api_calls(again) == 7
+    await stub.ReportUsage(
+        pb.ReportUsageRequest(customer_id=customer, feature_id="api-calls", value=2)
+    )
+    after = await stub.GetEntitlementsStateV2(request)
+    assert api_calls(after) == 9

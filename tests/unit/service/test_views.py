@@ -1,0 +1,63 @@
+"""Memoized responses live exactly as long as the snapshot and the instant they are right for."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sidecar.cache.hot_cache import HotCache
+from sidecar.evaluation.rules import stable_until
+from sidecar.observability import Metrics
+from sidecar.service.entitlements import CacheEntry, EntitlementService
+from sidecar.source.base import SnapshotChanged
+from sidecar.source.memory import InMemorySource
+from tests.builders import NOW, boolean, demo_snapshot, metered, snapshot, usage
+
+
+def test_stable_until_is_the_earliest_usage_period_end() -> None:
+    end_soon = NOW + timedelta(hours=3)
+    snap = snapshot(
+        "c",
+        metered("a", 10),
+        metered("b", 10),
+        feature_usage={"a": usage(1, end=end_soon), "b": usage(1, end=NOW + timedelta(days=9))},
+    )
+    assert stable_until(snap, NOW) == end_soon
+
+
+def test_stable_until_rolls_a_finished_period_forward() -> None:
+    # The record's period ended; the next change is the end of the current period.
+    snap = snapshot("c", metered("a", 10), feature_usage={"a": usage(1, end=NOW - timedelta(1))})
+    until = stable_until(snap, NOW)
+    assert until is not None
+    assert until > NOW
+
+
+def test_stable_until_none_without_time_dependence() -> None:
+    assert stable_until(snapshot("c", boolean("sso")), NOW) is None
+
+
+async def test_views_expire_with_their_horizon_and_their_snapshot() -> None:
+    clock = [NOW.timestamp()]
+    cache: HotCache[CacheEntry] = HotCache(2**24)
+    source = InMemorySource()
+    service = EntitlementService(
+        source=source, cache=cache, metrics=Metrics(), clock=lambda: clock[0]
+    )
+    stored = source.put(demo_snapshot("c"))
+    snap = await service.snapshot("c", None)
+    assert snap is not None
+    bytes_before = cache.bytes_used
+    service.remember_view(snap, "list", b"x" * 100, datetime.fromtimestamp(clock[0] + 60, UTC))
+    assert service.view(snap, "list") == b"x" * 100
+    assert cache.bytes_used == bytes_before + 100
+    clock[0] += 61
+    assert service.view(snap, "list") is None
+    # A newer snapshot is a new entry: views of the old one are gone with it.
+    service.remember_view(snap, "list", b"y", None)
+    newer = source.put(stored)
+    service.apply(SnapshotChanged(newer))
+    current = await service.snapshot("c", None)
+    assert current is not None
+    assert current is not snap
+    assert service.view(current, "list") is None
+    assert service.view(snap, "list") is None
