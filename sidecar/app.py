@@ -24,9 +24,16 @@ log = structlog.get_logger("sidecar")
 class Sidecar:
     """The running daemon. ``async with Sidecar(...)`` starts it; leaving drains it."""
 
-    def __init__(self, settings: Settings, source: EntitlementSource | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        source: EntitlementSource | None,
+        *,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.settings = settings
-        self.metrics = Metrics()
+        # Passed in when the source reports into the same registry (the Redis tier does).
+        self.metrics = metrics if metrics is not None else Metrics()
         self.cache: HotCache[CacheEntry] = HotCache(settings.cache_max_bytes)
         self.metrics.watch_cache(self.cache)
         self.service = EntitlementService(
@@ -92,13 +99,15 @@ class Sidecar:
         await self.stop()
 
 
-async def serve(settings: Settings, source: EntitlementSource | None) -> None:
+async def serve(
+    settings: Settings, source: EntitlementSource | None, *, metrics: Metrics | None = None
+) -> None:
     """Run until SIGTERM or SIGINT, then drain within the configured grace period."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    async with Sidecar(settings, source):
+    async with Sidecar(settings, source, metrics=metrics):
         await stop.wait()
         log.info("draining", grace_seconds=settings.shutdown_grace_seconds)

@@ -4,36 +4,112 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from typing import Any
 
+import redis.asyncio as aioredis
 import structlog
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from sidecar.app import serve
-from sidecar.observability import configure_logging
+from sidecar.cache.redis_store import RedisClient, RedisStore
+from sidecar.observability import Metrics, configure_logging
 from sidecar.settings import Settings, SettingsError
 from sidecar.source.base import EntitlementSource
 from sidecar.source.http_upstream import HttpUpstreamSource
+from sidecar.source.redis_tier import RedisTieredSource
+
+# Pooled connections idle this long are PINGed before reuse, so a connection the server or a
+# proxy dropped meanwhile is replaced before a read depends on it.
+REDIS_HEALTH_CHECK_SECONDS = 30
+# Stigg's waiters allow the entitlements timeout plus this margin before fetching themselves.
+REFETCH_WAIT_MARGIN_SECONDS = 0.5
 
 
-def _source(settings: Settings) -> EntitlementSource | None:
+def redis_clients(settings: Settings) -> tuple[RedisClient, aioredis.Redis]:
+    """The command client, and the client that holds the pub/sub subscriptions."""
+    timeout = settings.redis_timeout_ms / 1000
+    options: dict[str, Any] = {
+        "username": settings.redis_username or None,
+        "password": settings.redis_password or None,
+        "ssl": settings.redis_tls,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+    }
+    # One immediate retry replaces a pooled connection that died while idle; more would only
+    # make a down Redis slower to give up on (reads then go to upstream).
+    retry = Retry(NoBackoff(), 1)
+    client: RedisClient
+    if settings.redis_cluster:
+        client = RedisCluster(
+            host=settings.redis_host,
+            port=settings.redis_port,
+            retry=retry,
+            health_check_interval=REDIS_HEALTH_CHECK_SECONDS,
+            **options,
+        )
+    else:
+        client = aioredis.Redis(
+            host=settings.redis_host,
+            port=settings.redis_port,
+            db=settings.redis_db,
+            retry=retry,
+            health_check_interval=REDIS_HEALTH_CHECK_SECONDS,
+            **options,
+        )
+    # A plain connection to one node even in cluster mode: classic PUBLISH reaches every node.
+    # No retries and no health check: redis-py would reconnect and resubscribe silently,
+    # hiding lost invalidations, and its health check would race the subscription readers.
+    pubsub_client = aioredis.Redis(
+        host=settings.redis_host,
+        port=settings.redis_port,
+        db=settings.redis_db,
+        retry=Retry(NoBackoff(), 0),
+        **options,
+    )
+    return client, pubsub_client
+
+
+def _source(settings: Settings, metrics: Metrics) -> EntitlementSource | None:
     if settings.offline:
         return None
-    return HttpUpstreamSource(
+    upstream = HttpUpstreamSource(
         api_url=settings.api_url,
         api_key=settings.api_key,
         timeout=settings.upstream_timeout_seconds,
         retries=settings.upstream_retries,
         stream=settings.push_enabled,
     )
+    if not settings.redis_enabled:
+        return upstream
+    client, pubsub_client = redis_clients(settings)
+    store = RedisStore(
+        client, prefix=settings.redis_prefix, ttl_seconds=settings.redis_keys_ttl_seconds
+    )
+    wait_timeout = settings.upstream_timeout_seconds + REFETCH_WAIT_MARGIN_SECONDS
+    return RedisTieredSource(
+        store,
+        upstream,
+        pubsub_client=pubsub_client,
+        # The lock outlives one upstream fetch, so no second leader starts while the first
+        # is still fetching; a crashed leader costs its waiters no more than their wait.
+        lock_ttl_ms=int(wait_timeout * 1000),
+        wait_timeout=wait_timeout,
+        metrics=metrics,
+        owned_clients=(client, pubsub_client),
+    )
 
 
 def main() -> int:
     try:
         settings = Settings.from_env()
-        source = _source(settings)
     except SettingsError as exc:
         print(f"entitlement-sidecar: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    metrics = Metrics()
+    source = _source(settings, metrics)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
@@ -41,7 +117,7 @@ def main() -> int:
     else:
         runner = uvloop.run
     try:
-        runner(serve(settings, source))
+        runner(serve(settings, source, metrics=metrics))
     except OSError as exc:
         structlog.get_logger("sidecar").error("startup_failed", error=str(exc))
         return 1

@@ -48,6 +48,24 @@ LATENCY_BUCKETS = (
     2.5,
 )
 
+# Propagation crosses processes and networks: milliseconds when healthy, seconds under backlog.
+PROPAGATION_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+
 
 def configure_logging(level: str, fmt: str = "auto") -> None:
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
@@ -147,6 +165,27 @@ class Metrics:
             "sidecar_invalid_requests",
             "Requests rejected with INVALID_ARGUMENT.",
             ["method"],
+            registry=r,
+        )
+        # The Redis tier's; they stay at zero without it.
+        self.redis_client_errors = Counter(
+            "sidecar_redis_client_errors",
+            "Failed Redis operations (the read or write went on without Redis).",
+            registry=r,
+        )
+        self.redis_hits = Counter("sidecar_redis_hits", "Reads answered from Redis.", registry=r)
+        self.redis_misses = Counter(
+            "sidecar_redis_misses", "Reads Redis could not answer.", registry=r
+        )
+        self.refetch_lock_waits = Counter(
+            "sidecar_refetch_lock_waits",
+            "Redis misses that waited for another process's refetch instead of fetching.",
+            registry=r,
+        )
+        self.propagation = Histogram(
+            "sidecar_propagation_seconds",
+            "Time from a change's commit to its visibility in this sidecar.",
+            buckets=PROPAGATION_BUCKETS,
             registry=r,
         )
 

@@ -82,6 +82,23 @@ def _str(raw: str) -> str:
     return raw.strip()
 
 
+def _keys_ttl(raw: str) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ValueError(f"expected an integer number of seconds, got {raw!r}") from None
+    if value == 0:
+        # Every write would expire at once: Redis would never hold anything.
+        raise ValueError("0 would expire every key at once; use a negative value for no expiry")
+    if abs(value) > _MAX_TTL_SECONDS:
+        raise ValueError(f"must be at most {_MAX_TTL_SECONDS} seconds either way, got {value}")
+    return value
+
+
+# PEXPIRE takes milliseconds as a signed 64-bit integer; a century is far inside that.
+_MAX_TTL_SECONDS = 100 * 366 * 24 * 3600
+
+
 def _url(raw: str) -> str:
     value = raw.strip().rstrip("/")
     if not value.startswith(("http://", "https://")):
@@ -210,6 +227,45 @@ SPECS: tuple[Spec, ...] = (
         "4194304",
         "Largest gRPC request or response accepted, in bytes.",
     ),
+    Spec(
+        "REDIS_ENVIRONMENT_PREFIX",
+        "redis_prefix",
+        _str,
+        "",
+        "Key prefix in Redis; setting it switches the Redis tier on (hot cache -> Redis -> "
+        "upstream). Must match the persistent cache's prefix. Empty: no Redis.",
+    ),
+    Spec(
+        "REDIS_HOST", "redis_host", _str, "localhost", "Redis host (a seed node in cluster mode)."
+    ),
+    Spec("REDIS_PORT", "redis_port", _int_in(1, 65535), "6379", "Redis port."),
+    Spec("REDIS_DB", "redis_db", _int_in(0, 2**31 - 1), "0", "Redis database number."),
+    Spec("REDIS_USERNAME", "redis_username", _str, "", "Redis ACL user name."),
+    Spec("REDIS_PASSWORD", "redis_password", _str, "", "Redis password."),
+    Spec("REDIS_TLS", "redis_tls", _bool, "0", "Connect to Redis over TLS."),
+    Spec(
+        "REDIS_CLUSTER",
+        "redis_cluster",
+        _bool,
+        "0",
+        "Redis Cluster mode (`REDIS_HOST`/`REDIS_PORT` name a seed node; `REDIS_DB` must be 0).",
+    ),
+    Spec(
+        "REDIS_KEYS_TTL_IN_SECS",
+        "redis_keys_ttl_seconds",
+        _keys_ttl,
+        "604800",
+        "Expiry of the keys this sidecar writes to Redis, refreshed on every write; "
+        "negative: never expire. 0 is rejected.",
+    ),
+    Spec(
+        "REDIS_TIMEOUT_MS",
+        "redis_timeout_ms",
+        _int_in(1, 60_000),
+        "100",
+        "Connect and per-command timeout for Redis. Small on purpose: a slow Redis is "
+        "skipped (reads go to upstream) instead of stalling every read.",
+    ),
 )
 
 
@@ -231,6 +287,21 @@ class Settings:
     log_format: str = "auto"
     shutdown_grace_seconds: float = 10.0
     max_message_bytes: int = 4 * 2**20
+    redis_prefix: str = ""
+    redis_host: str = "localhost"
+    redis_port: int = 6379
+    redis_db: int = 0
+    redis_username: str = ""
+    # Kept out of repr so a logged or printed Settings never leaks it.
+    redis_password: str = field(default="", repr=False)
+    redis_tls: bool = False
+    redis_cluster: bool = False
+    redis_keys_ttl_seconds: int = 604_800
+    redis_timeout_ms: int = 100
+
+    @property
+    def redis_enabled(self) -> bool:
+        return bool(self.redis_prefix)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -247,11 +318,24 @@ class Settings:
                 problems.append(f"{spec.env}: {exc}")
         if not values.get("offline") and not values.get("api_key"):
             problems.append("SERVER_API_KEY: is required unless OFFLINE=1")
+        problems += _redis_problems(values)
         if problems:
             raise SettingsError(problems)
         if "cache_max_bytes" not in values:
             values["cache_max_bytes"] = default_cache_max_bytes()
         return cls(**values)
+
+
+def _redis_problems(values: Mapping[str, Any]) -> list[str]:
+    """Combinations that parse but cannot work; checked only when the Redis tier is on."""
+    if not values.get("redis_prefix"):
+        return []
+    problems = []
+    if not values.get("redis_host"):
+        problems.append("REDIS_HOST: is required when REDIS_ENVIRONMENT_PREFIX is set")
+    if values.get("redis_cluster") and values.get("redis_db", 0) != 0:
+        problems.append("REDIS_DB: must be 0 with REDIS_CLUSTER=1 (a cluster has one database)")
+    return problems
 
 
 def render_env_table() -> str:

@@ -28,6 +28,7 @@ from sidecar.source.base import (
     Change,
     CustomerRemoved,
     EntitlementSource,
+    Invalidated,
     Resync,
     SnapshotChanged,
     UsageChanged,
@@ -147,7 +148,7 @@ class EntitlementService:
         del self._inflight[key]
         self._store(key, fetched)
         for change in self._raced.pop(key, ()):
-            self.apply(change)
+            self._apply(change)
         held = self._cache.peek(key)
         snapshot = held.snapshot if held is not None else fetched
         future.set_result(snapshot)
@@ -260,6 +261,13 @@ class EntitlementService:
 
     def apply(self, change: Change) -> None:
         """Keep the hot cache coherent with one upstream change."""
+        if isinstance(change, Invalidated) and change.committed_at_ms is not None:
+            # Measured on arrival, not on a replay after a raced fetch, so each change counts once.
+            lag = self._clock() - change.committed_at_ms / 1000
+            self._metrics.propagation.observe(max(lag, 0.0))
+        self._apply(change)
+
+    def _apply(self, change: Change) -> None:
         if isinstance(change, Resync):
             # What we hold may have missed changes: drop it all, reads refetch.
             self._cache.clear()
@@ -278,6 +286,14 @@ class EntitlementService:
                 self._cache.invalidate_customer(change.customer_id)
             else:
                 self._cache.invalidate((change.customer_id, change.resource_id))
+        elif isinstance(change, Invalidated):
+            key = (change.customer_id, change.resource_id)
+            if key in self._inflight:
+                # The fetch under way may have read the shared tier before this write landed;
+                # replayed once it completes, so what it stores is dropped too.
+                self._raced.setdefault(key, []).append(change)
+            else:
+                self._cache.invalidate(key)
 
     def _apply_usage(self, change: UsageChanged) -> None:
         key = (change.customer_id, change.resource_id)

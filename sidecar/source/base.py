@@ -40,11 +40,25 @@ class CustomerRemoved:
 
 
 @dataclass(frozen=True, slots=True)
+class Invalidated:
+    """A shared tier (Redis) holds a newer state for the key: drop the hot copy, reread it.
+
+    It carries no state because the shared tier is one round trip away and already holds
+    the merged, versioned truth; shipping the state would only duplicate it.
+    """
+
+    customer_id: str
+    resource_id: str | None
+    # When the change was committed at its origin (epoch ms), to measure propagation.
+    committed_at_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Resync:
     """The change stream was interrupted: nothing held can be trusted any more."""
 
 
-Change = SnapshotChanged | UsageChanged | CustomerRemoved | Resync
+Change = SnapshotChanged | UsageChanged | CustomerRemoved | Invalidated | Resync
 
 
 class EntitlementSource(Protocol):

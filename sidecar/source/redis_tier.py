@@ -1,0 +1,607 @@
+"""The Redis tier: a cache shared by every sidecar, in front of upstream, as an EntitlementSource.
+
+With it the read path is hot cache -> Redis -> upstream -> (stale hot copy) -> fallback, and
+neither the service nor the API layer knows Redis exists.
+
+* Reads: a Redis hit answers; a miss is refetched from upstream under a cross-process
+  single-flight (Stigg's scheme, see :meth:`RedisTieredSource._refetch`) and written back with
+  a versioned write that never overwrites newer data. When Redis fails, reads go straight to
+  upstream: a Redis outage costs latency, never an error.
+* Writes: forwarded to upstream; the usage it acknowledges is written back to Redis, best
+  effort, so every sidecar (not only this one) reads it next.
+* Changes: the invalidation channel the store publishes on after every write. A message drops
+  this sidecar's hot copy of that key; losing the subscription drops everything (``Resync``),
+  since invalidations may have been missed meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+import structlog
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+from sidecar.cache.redis_keys import invalidation_channel, refetch_channel
+from sidecar.cache.redis_store import Invalidation, RedisStore
+from sidecar.errors import CacheUnavailable
+from sidecar.model.state import CustomerSnapshot, UsageRecord
+from sidecar.model.usage import RawEvent, UsageAck, UsageReport
+from sidecar.observability import Metrics
+from sidecar.source.base import Change, EntitlementSource, Invalidated, Resync
+
+log = structlog.get_logger("sidecar.source.redis")
+
+# What redis-py raises on a lost or refused connection (OSError covers asyncio timeouts).
+_PUBSUB_FAILURES = (RedisError, OSError)
+_KEEPALIVE_MESSAGE = "sidecar-keepalive"
+
+
+class _Closable(Protocol):
+    async def aclose(self) -> None: ...
+
+
+class _ThrottledWarning:
+    """The first failure is logged at once, then one line per interval with a count.
+
+    A down Redis fails every read; a line per read would drown everything else in the log.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._next_at = 0.0
+        self._suppressed = 0
+
+    def warn(self, event: str, **fields: Any) -> None:
+        now = time.monotonic()
+        if now < self._next_at:
+            self._suppressed += 1
+            return
+        log.warning(event, suppressed=self._suppressed, **fields)
+        self._suppressed = 0
+        self._next_at = now + self._interval
+
+
+_OwnKey = tuple[str, str | None, int]
+
+
+class _OwnWrites:
+    """Invalidations this process's own writes will cause, so they can be skipped on arrival.
+
+    The service already holds what this process wrote; dropping it would only make the next
+    read fetch the same thing back from Redis. Each expectation is used up by one message, so
+    another writer's change that happens to carry the same key and version costs at most one
+    skipped message, and the next (ours) still invalidates.
+    """
+
+    def __init__(self, ttl: float = 30.0, limit: int = 10_000) -> None:
+        self._ttl = ttl
+        self._limit = limit
+        self._pending: dict[_OwnKey, float] = {}
+
+    def expect(self, customer_id: str, resource_id: str | None, version: int) -> _OwnKey:
+        now = time.monotonic()
+        if len(self._pending) >= self._limit:
+            self._pending = {k: t for k, t in self._pending.items() if t > now}
+            if len(self._pending) >= self._limit:
+                # Forgetting only costs a spare invalidation each; memory stays bounded.
+                self._pending.clear()
+        key = (customer_id, resource_id or None, version)
+        self._pending[key] = now + self._ttl
+        return key
+
+    def forget(self, key: _OwnKey) -> None:
+        self._pending.pop(key, None)
+
+    def consume(self, invalidation: Invalidation) -> bool:
+        key = (invalidation.customer_id, invalidation.resource_id or None, invalidation.version)
+        expires_at = self._pending.pop(key, None)
+        return expires_at is not None and expires_at > time.monotonic()
+
+    def clear(self) -> None:
+        self._pending.clear()
+
+
+@dataclass(eq=False)
+class _Channel:
+    confirmed: asyncio.Future[None]
+    waiters: set[asyncio.Future[str]] = field(default_factory=set)
+
+
+class _RefetchListener:
+    """One pub/sub connection shared by every refetch wait of this process.
+
+    A connection per wait would be simpler, but misses come in herds (a flushed or new Redis
+    makes every key miss at once, in every sidecar) and each would be a connection on Redis.
+    """
+
+    def __init__(self, client: aioredis.Redis, *, confirm_timeout: float) -> None:
+        self._client = client
+        self._confirm_timeout = confirm_timeout
+        self._pubsub: PubSub | None = None
+        self._reader: asyncio.Task[None] | None = None
+        # Held while (un)subscribing and while resetting, so the order of SUBSCRIBE and
+        # UNSUBSCRIBE on the wire is the order recorded in _channels and _confirms.
+        self._lock = asyncio.Lock()
+        self._channels: dict[str, _Channel] = {}
+        # Redis confirms SUBSCRIBEs in the order they were sent, so confirmations are
+        # matched to subscribers first-in, first-out per channel.
+        self._confirms: dict[str, deque[asyncio.Future[None]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def subscription(self, channel: str) -> AsyncIterator[asyncio.Future[str]]:
+        """Subscribed to ``channel`` (Redis confirmed it) inside the block.
+
+        Yields the future of the channel's next message; it fails with CacheUnavailable when
+        the connection is lost.
+        """
+        message: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        entry = await self._join(channel, message)
+        try:
+            await self._confirmed(entry)
+            yield message
+        finally:
+            await self._leave(channel, entry, message)
+
+    async def _join(self, channel: str, message: asyncio.Future[str]) -> _Channel:
+        async with self._lock:
+            entry = self._channels.get(channel)
+            if entry is not None:
+                entry.waiters.add(message)
+                return entry
+            try:
+                pubsub = await self._connected()
+                entry = _Channel(asyncio.get_running_loop().create_future(), {message})
+                self._confirms.setdefault(channel, deque()).append(entry.confirmed)
+                self._channels[channel] = entry
+                await pubsub.subscribe(channel)
+            except _PUBSUB_FAILURES as exc:
+                await self._reset(exc)
+                raise CacheUnavailable(f"redis SUBSCRIBE: {_describe(exc)}") from exc
+            return entry
+
+    async def _connected(self) -> PubSub:
+        if self._pubsub is None:
+            pubsub = self._client.pubsub()
+            # The reader cannot start before the connection exists: connect first.
+            await pubsub.connect()  # type: ignore[no-untyped-call]
+            self._pubsub = pubsub
+            self._reader = asyncio.get_running_loop().create_task(self._read(pubsub))
+        return self._pubsub
+
+    async def _confirmed(self, entry: _Channel) -> None:
+        done, _ = await asyncio.wait({entry.confirmed}, timeout=self._confirm_timeout)
+        if not done:
+            # A connection that cannot confirm one SUBSCRIBE in time is dead or stalled;
+            # everything waiting on it would wait out its full timeout.
+            failure = TimeoutError("SUBSCRIBE not confirmed")
+            async with self._lock:
+                await self._reset(failure)
+            raise CacheUnavailable(f"redis SUBSCRIBE: {failure}")
+        entry.confirmed.result()
+
+    async def _leave(self, channel: str, entry: _Channel, message: asyncio.Future[str]) -> None:
+        async with self._lock:
+            entry.waiters.discard(message)
+            if entry.waiters or self._channels.get(channel) is not entry:
+                return
+            del self._channels[channel]
+            if self._pubsub is None:
+                return
+            try:
+                await self._pubsub.unsubscribe(channel)
+            except _PUBSUB_FAILURES as exc:
+                await self._reset(exc)
+
+    async def _read(self, pubsub: PubSub) -> None:
+        try:
+            while True:
+                self._dispatch(await pubsub.get_message(timeout=None))
+        except _PUBSUB_FAILURES as exc:
+            async with self._lock:
+                if self._pubsub is pubsub:
+                    await self._reset(exc)
+
+    def _dispatch(self, message: dict[str, Any] | None) -> None:
+        if message is None:
+            return
+        kind = message["type"]
+        channel = _text(message["channel"])
+        if kind == "subscribe":
+            pending = self._confirms.get(channel)
+            if pending:
+                confirmed = pending.popleft()
+                if not pending:
+                    del self._confirms[channel]
+                if not confirmed.done():
+                    confirmed.set_result(None)
+        elif kind == "message":
+            entry = self._channels.get(channel)
+            if entry is not None:
+                data = _text(message["data"])
+                for waiter in entry.waiters:
+                    if not waiter.done():
+                        waiter.set_result(data)
+
+    async def _reset(self, cause: BaseException) -> None:
+        """Drop the connection and fail everyone waiting on it; the lock must be held."""
+        pubsub, self._pubsub = self._pubsub, None
+        reader, self._reader = self._reader, None
+        error = CacheUnavailable(f"refetch subscription lost: {_describe(cause)}")
+        futures: list[asyncio.Future[Any]] = [
+            waiter for entry in self._channels.values() for waiter in entry.waiters
+        ]
+        futures += [confirmed for pending in self._confirms.values() for confirmed in pending]
+        for future in futures:
+            if not future.done():
+                future.set_exception(error)
+                # Some of them nobody will await (a waiter still on its confirmation).
+                future.exception()
+        self._channels.clear()
+        self._confirms.clear()
+        if reader is not None and reader is not asyncio.current_task():
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        if pubsub is not None:
+            await _close(pubsub)
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            await self._reset(CacheUnavailable("source closed"))
+
+
+class RedisTieredSource:
+    """:class:`~sidecar.source.base.EntitlementSource`: Redis in front of ``upstream``.
+
+    ``pubsub_client`` is used for subscriptions only (they hold connections of their own). Give
+    it no retries and no health check: redis-py would otherwise reconnect and resubscribe
+    silently, hiding the gap in which invalidations were lost. ``owned_clients`` are closed
+    with the source.
+    """
+
+    def __init__(
+        self,
+        store: RedisStore,
+        upstream: EntitlementSource,
+        *,
+        pubsub_client: aioredis.Redis,
+        lock_ttl_ms: int = 5000,
+        wait_timeout: float = 10.5,
+        confirm_timeout: float = 1.0,
+        keepalive_interval: float = 5.0,
+        metrics: Metrics | None = None,
+        owned_clients: Sequence[_Closable] = (),
+        log_interval: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if lock_ttl_ms <= 0:
+            raise ValueError(f"lock_ttl_ms must be positive, got {lock_ttl_ms}")
+        for name, value in (
+            ("wait_timeout", wait_timeout),
+            ("confirm_timeout", confirm_timeout),
+            ("keepalive_interval", keepalive_interval),
+        ):
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, got {value!r}")
+        if pubsub_client.connection_pool.connection_kwargs.get("health_check_interval"):
+            # redis-py's health check PINGs and reads the answer itself, racing the task
+            # that reads the shared subscription; liveness is checked here instead.
+            raise ValueError("pubsub_client must not set health_check_interval")
+        self._store = store
+        self._upstream = upstream
+        self._pubsub_client = pubsub_client
+        self._lock_ttl_ms = lock_ttl_ms
+        self._wait_timeout = wait_timeout
+        self._confirm_timeout = confirm_timeout
+        self._keepalive = keepalive_interval
+        self._metrics = metrics
+        self._clock = clock
+        self._owned_clients = tuple(owned_clients)
+        self._listener = _RefetchListener(pubsub_client, confirm_timeout=confirm_timeout)
+        self._streams: set[PubSub] = set()
+        self._own = _OwnWrites()
+        # Separate, so a flood of one kind cannot hide the other.
+        self._failure_warning = _ThrottledWarning(log_interval)
+        self._decode_warning = _ThrottledWarning(log_interval)
+
+    # ------------------------------------------------------------------ reads
+
+    async def fetch(self, customer_id: str, resource_id: str | None) -> CustomerSnapshot:
+        try:
+            cached = await self._get(customer_id, resource_id)
+        except CacheUnavailable as exc:
+            self._redis_failed("get", exc)
+            return await self._upstream.fetch(customer_id, resource_id)
+        if cached is not None:
+            self._count_hit()
+            return cached
+        if self._metrics is not None:
+            self._metrics.redis_misses.inc()
+        return await self._refetch(customer_id, resource_id)
+
+    async def _refetch(self, customer_id: str, resource_id: str | None) -> CustomerSnapshot:
+        """One upstream fetch per key across every process sharing this Redis.
+
+        Subscribe to the key's refetch channel first, then try its lock: subscribing second
+        would miss a leader that finishes in between. The leader fetches, writes back and
+        publishes; the others wait for that and read Redis. Anything that goes wrong with
+        Redis on the way means fetching alone, never failing the read.
+        """
+        channel = refetch_channel(self._store.prefix, customer_id, resource_id)
+        token = secrets.token_hex(16)
+        outcome: str | None = None
+        try:
+            async with self._listener.subscription(channel) as message:
+                leader = await self._store.try_lock(
+                    customer_id, resource_id, token, self._lock_ttl_ms
+                )
+                if not leader:
+                    if self._metrics is not None:
+                        self._metrics.refetch_lock_waits.inc()
+                    done, _ = await asyncio.wait({message}, timeout=self._wait_timeout)
+                    outcome = message.result() if done else None
+        except CacheUnavailable as exc:
+            self._redis_failed("refetch_coordination", exc)
+            return await self._fetch_and_write(customer_id, resource_id)
+        if leader:
+            return await self._lead(customer_id, resource_id, token)
+        if outcome is not None and _leader_failed(outcome):
+            return await self._fetch_and_write(customer_id, resource_id)
+        # The leader finished (or the wait timed out: its message may be lost, its write not).
+        return await self._read_or_fetch(customer_id, resource_id)
+
+    async def _lead(
+        self, customer_id: str, resource_id: str | None, token: str
+    ) -> CustomerSnapshot:
+        error: str | None = "cancelled"
+        try:
+            # A leader that finished between our miss and our lock has written already:
+            # reading again spares upstream the second fetch Stigg's scheme makes here.
+            snapshot = await self._read_or_fetch(customer_id, resource_id)
+            error = None
+            return snapshot
+        except Exception as exc:
+            error = str(exc) or type(exc).__name__
+            raise
+        finally:
+            await self._release(customer_id, resource_id, token, error)
+
+    async def _release(
+        self, customer_id: str, resource_id: str | None, token: str, error: str | None
+    ) -> None:
+        payload = "{}" if error is None else json.dumps({"error": error})
+        try:
+            await self._store.publish_refetch(customer_id, resource_id, payload)
+            await self._store.unlock(customer_id, resource_id, token)
+        except CacheUnavailable as exc:
+            # Waiters time out and the lock expires on its own: slower, still correct.
+            self._redis_failed("refetch_release", exc)
+
+    async def _read_or_fetch(self, customer_id: str, resource_id: str | None) -> CustomerSnapshot:
+        try:
+            cached = await self._get(customer_id, resource_id)
+        except CacheUnavailable as exc:
+            self._redis_failed("get", exc)
+            return await self._upstream.fetch(customer_id, resource_id)
+        if cached is not None:
+            self._count_hit()
+            return cached
+        return await self._fetch_and_write(customer_id, resource_id)
+
+    async def _get(self, customer_id: str, resource_id: str | None) -> CustomerSnapshot | None:
+        """What Redis holds, unless an entitlement in it is past its valid-until.
+
+        The service refetches an entry at its valid-until because upstream then computes
+        another state; answering with the same expired copy from Redis would keep granting
+        until someone rewrote the key (up to the keys' TTL without a persistent cache).
+        """
+        cached = await self._store.get(customer_id, resource_id)
+        if cached is None or not _expired(cached, self._clock()):
+            return cached
+        return None
+
+    async def _fetch_and_write(self, customer_id: str, resource_id: str | None) -> CustomerSnapshot:
+        snapshot = await self._upstream.fetch(customer_id, resource_id)
+        state = snapshot.state
+        own = self._own.expect(state.customer_id, state.resource_id, state.version)
+        try:
+            # Versioned: newer records the persistent cache wrote meanwhile are kept.
+            result = await self._store.apply_snapshot(snapshot)
+        except CacheUnavailable as exc:
+            self._own.forget(own)
+            self._redis_failed("write_back", exc)
+            return snapshot
+        if not result.applied:
+            self._own.forget(own)
+        if not result.stale:
+            return snapshot
+        # Redis kept some newer records, so what it holds now is newer than this answer.
+        try:
+            merged = await self._store.get(customer_id, resource_id)
+        except CacheUnavailable as exc:
+            self._redis_failed("get", exc)
+            merged = None
+        return merged if merged is not None else snapshot
+
+    # ----------------------------------------------------------------- writes
+
+    async def report_usage(self, reports: Sequence[UsageReport]) -> list[UsageAck]:
+        acks = await self._upstream.report_usage(reports)
+        await self._write_usage(acks)
+        return acks
+
+    async def _write_usage(self, acks: Sequence[UsageAck]) -> None:
+        try:
+            for ack in acks:
+                if ack.usage is not None:
+                    await self._write_record(ack, ack.usage, feature_id=ack.feature_id)
+                if ack.credit is not None:
+                    await self._write_record(
+                        ack, ack.credit.record, currency_id=ack.credit.currency_id
+                    )
+        except CacheUnavailable as exc:
+            # Upstream has the report, so it must not fail; Redis catches up from the
+            # persistent cache or the next miss. The rest is skipped: Redis is down, and each
+            # attempt would wait out its timeout.
+            self._redis_failed("usage_write_back", exc)
+
+    async def _write_record(
+        self,
+        ack: UsageAck,
+        record: UsageRecord,
+        *,
+        feature_id: str | None = None,
+        currency_id: str | None = None,
+    ) -> None:
+        own = self._own.expect(ack.customer_id, ack.resource_id, record.version)
+        try:
+            result = await self._store.apply_usage(
+                ack.customer_id,
+                ack.resource_id,
+                record,
+                feature_id=feature_id,
+                currency_id=currency_id,
+            )
+        except CacheUnavailable:
+            self._own.forget(own)
+            raise
+        if not result.applied:
+            self._own.forget(own)
+
+    async def report_events(self, events: Sequence[RawEvent]) -> None:
+        await self._upstream.report_events(events)
+
+    # ---------------------------------------------------------------- changes
+
+    async def changes(self) -> AsyncIterator[Change]:
+        pubsub = self._pubsub_client.pubsub()
+        self._streams.add(pubsub)
+        try:
+            await self._subscribe_invalidations(pubsub)
+            log.info("invalidation_stream_connected")
+            # Expectations from before may never be met: their messages could be lost.
+            self._own.clear()
+            yield Resync()
+            async for change in self._invalidations(pubsub):
+                yield change
+        except _PUBSUB_FAILURES as exc:
+            self._redis_failed("invalidation_stream", exc)
+            raise CacheUnavailable(f"invalidation stream lost: {_describe(exc)}") from exc
+        finally:
+            self._streams.discard(pubsub)
+            await _close(pubsub)
+
+    async def _subscribe_invalidations(self, pubsub: PubSub) -> None:
+        loop = asyncio.get_running_loop()
+        await pubsub.subscribe(invalidation_channel(self._store.prefix))
+        deadline = loop.time() + self._confirm_timeout
+        # Resync is only true once Redis confirmed: until then a write could go unheard.
+        while (remaining := deadline - loop.time()) > 0:
+            message = await pubsub.get_message(timeout=remaining)
+            if message is not None and message["type"] == "subscribe":
+                return
+        raise TimeoutError("SUBSCRIBE to the invalidation channel not confirmed")
+
+    async def _invalidations(self, pubsub: PubSub) -> AsyncIterator[Invalidated]:
+        """Invalidations until the connection fails or goes silent.
+
+        A connection can die without a reset (a partition, a stalled server), and then no
+        invalidation would ever arrive again: a PING every keepalive interval that goes
+        unanswered for another interval counts as a lost connection.
+        """
+        loop = asyncio.get_running_loop()
+        ping_sent: float | None = None
+        next_ping = loop.time() + self._keepalive
+        while True:
+            now = loop.time()
+            if ping_sent is not None and now - ping_sent > self._keepalive:
+                raise TimeoutError("no answer to a keepalive PING")
+            if ping_sent is None and now >= next_ping:
+                await pubsub.ping(_KEEPALIVE_MESSAGE)
+                ping_sent = now
+            wake = (ping_sent + self._keepalive) if ping_sent is not None else next_ping
+            message = await pubsub.get_message(timeout=max(wake - now, 0.01))
+            if message is None:
+                continue
+            # Anything read proves the connection alive; the PONG arrives after it anyway.
+            if message["type"] != "message":
+                ping_sent = None
+                next_ping = loop.time() + self._keepalive
+                continue
+            change = self._decode_invalidation(message["data"])
+            if change is not None:
+                yield change
+
+    def _decode_invalidation(self, data: str | bytes) -> Invalidated | None:
+        try:
+            invalidation = Invalidation.decode(data)
+        except ValueError as exc:
+            # Skipping one is safe enough: the writer's next change to that key invalidates again.
+            self._decode_warning.warn("invalidation_invalid", error=str(exc))
+            return None
+        if self._own.consume(invalidation):
+            return None
+        return Invalidated(
+            invalidation.customer_id, invalidation.resource_id, invalidation.committed_at_ms
+        )
+
+    # ---------------------------------------------------------------- helpers
+
+    def _count_hit(self) -> None:
+        if self._metrics is not None:
+            self._metrics.redis_hits.inc()
+
+    def _redis_failed(self, operation: str, exc: BaseException) -> None:
+        if self._metrics is not None:
+            self._metrics.redis_client_errors.inc()
+        self._failure_warning.warn("redis_failed", operation=operation, error=str(exc))
+
+    async def aclose(self) -> None:
+        for pubsub in list(self._streams):
+            await _close(pubsub)
+        await self._listener.aclose()
+        try:
+            await self._upstream.aclose()
+        finally:
+            for client in self._owned_clients:
+                with contextlib.suppress(*_PUBSUB_FAILURES):
+                    await client.aclose()
+
+
+def _expired(snapshot: CustomerSnapshot, now: float) -> bool:
+    state = snapshot.state
+    instants = [e.valid_until for e in state.features.values() if e.valid_until]
+    instants += [c.valid_until for c in state.credits.values() if c.valid_until]
+    return bool(instants) and min(instants).timestamp() <= now
+
+
+def _leader_failed(payload: str) -> bool:
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("error") is not None
+
+
+async def _close(pubsub: PubSub) -> None:
+    # Best effort: the connection is being given up, usually because it already failed.
+    with contextlib.suppress(*_PUBSUB_FAILURES):
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
