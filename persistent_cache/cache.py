@@ -1,0 +1,38 @@
+"""What the service needs of the cache: the part of ``RedisStore`` (sidecar.cache) it calls.
+
+Spelled out as a Protocol so each module states its dependency by shape, not by import of the
+Redis adapter; every write compares versions inside Redis, which is what lets replicas, retries
+and resyncs overlap freely.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from sidecar.model.events import ChangeEvent
+from sidecar.model.state import CustomerSnapshot
+
+
+class ApplyOutcome(Protocol):
+    @property
+    def applied(self) -> int: ...
+
+    @property
+    def stale(self) -> int: ...
+
+
+class EventWriter(Protocol):
+    async def apply_events(self, events: Sequence[ChangeEvent]) -> Sequence[ApplyOutcome]: ...
+
+
+class CacheStore(EventWriter, Protocol):
+    async def apply_snapshot(self, snapshot: CustomerSnapshot) -> ApplyOutcome: ...
+
+    async def get(self, customer_id: str, resource_id: str | None) -> CustomerSnapshot | None: ...
+
+    async def get_epoch(self) -> str | None: ...
+
+    async def set_epoch(self, value: str) -> None: ...
+
+    async def ping(self) -> bool: ...

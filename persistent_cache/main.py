@@ -1,0 +1,38 @@
+"""``entitlement-persistent-cache``: the console entry point."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import structlog
+
+from persistent_cache.service import serve
+from persistent_cache.settings import Settings, SettingsError
+from sidecar.observability import configure_logging
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"entitlement-persistent-cache: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
+    try:
+        runner(serve(settings))
+    except OSError as exc:
+        # The side port could not be bound, typically: nothing else is fatal at start.
+        structlog.get_logger("persistent_cache").error("startup_failed", error=str(exc))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

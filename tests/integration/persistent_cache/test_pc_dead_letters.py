@@ -1,0 +1,66 @@
+"""Poison entries are parked in the dead-letter stream with a reason, acked, and skipped."""
+
+from __future__ import annotations
+
+import json
+
+from persistent_cache.service import PersistentCacheService
+from sidecar.cache.redis_keys import change_stream, dead_letter_stream
+from sidecar.cache.redis_store import RedisStore
+from tests.conftest import wait_for
+from tests.integration.persistent_cache.pc_support import (
+    dead_letters,
+    entry,
+    event_json,
+    redis_client,
+    resyncs,
+    sample,
+    service_settings,
+    state_event,
+)
+from tests.redis_server import RedisServer
+
+
+async def test_poison_entries_are_dead_lettered_and_consumption_continues(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    stream = change_stream(redis_prefix)
+    dead = dead_letter_stream(redis_prefix)
+    settings = service_settings(redis_prefix, redis_server, None)
+    async with redis_client(redis_server) as events:
+        # A cache that is already complete: no resync against the (absent) upstream.
+        store = RedisStore(events, prefix=redis_prefix, ttl_seconds=60)
+        await store.set_epoch("complete")
+        poison = {
+            await events.xadd(stream, {"seq": "1", "event": "{not json"}): "JSON",
+            await events.xadd(
+                stream, {"seq": "2", "event": event_json(state_event("x", 1), schemaVersion=99)}
+            ): "unsupported schema version 99",
+            await events.xadd(stream, {"seq": "3"}): "missing field 'event'",
+            # Decodes, but no int64 version fits it: the write itself rejects it.
+            await events.xadd(stream, entry(state_event("huge", 2**63))): "write rejected",
+        }
+        await events.xadd(stream, entry(state_event("good", 5)))
+
+        async with PersistentCacheService(settings) as svc:
+
+            async def good_applied() -> bool:
+                return await svc.store.get("good", None) is not None
+
+            await wait_for(good_applied, what="the valid entry after the poison")
+            await wait_for(
+                lambda: sample(svc, "persistent_cache_events_dead_lettered_total") == 4,
+                what="four dead letters",
+            )
+            assert sample(svc, "persistent_cache_events_applied_total") == 1
+            assert resyncs(svc) == 0  # the cache was complete: upstream never needed
+
+        letters = await dead_letters(events, dead)
+        assert [fields["source_id"] for _, fields in letters] == list(poison)
+        for (_, fields), expected in zip(letters, poison.values(), strict=True):
+            assert expected in fields["reason"], fields
+        # What arrived is kept for inspection: the payload, or every field when it had none.
+        assert letters[0][1]["event"] == "{not json"
+        assert json.loads(letters[2][1]["event"]) == {"seq": "3"}
+        assert (await events.xpending(stream, "persistent-cache"))["pending"] == 0
+        assert await store.get("huge", None) is None
