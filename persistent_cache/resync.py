@@ -30,11 +30,11 @@ import structlog
 from persistent_cache.cache import CacheStore
 from persistent_cache.errors import PersistentCacheError
 from persistent_cache.metrics import Metrics
-from persistent_cache.tasks import cancel_and_wait
 from persistent_cache.upstream_feed import UpstreamFeed
 from sidecar.errors import CacheUnavailable
 from sidecar.model.events import ChangeEvent, decode_event_dict
 from sidecar.model.state import CustomerSnapshot, StateDecodeError, decode_snapshot_dict
+from sidecar.tasks import cancel_and_wait
 
 log = structlog.get_logger("persistent_cache.resync")
 

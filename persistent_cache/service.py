@@ -23,13 +23,13 @@ from persistent_cache.redis_clients import cache_client, events_client
 from persistent_cache.resync import Resyncer, ResyncResult
 from persistent_cache.settings import Settings
 from persistent_cache.source import RedisStreamSource
-from persistent_cache.tasks import cancel_and_wait
 from persistent_cache.upstream_feed import UpstreamFeed
 from persistent_cache.watchdog import Watchdog
 from sidecar.api.http_server import HttpServer
 from sidecar.cache.redis_keys import change_stream, dead_letter_stream
 from sidecar.cache.redis_store import RedisStore
 from sidecar.errors import CacheUnavailable
+from sidecar.tasks import cancel_and_wait
 
 log = structlog.get_logger("persistent_cache")
 

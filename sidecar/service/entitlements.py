@@ -8,7 +8,6 @@ acknowledges is written back so the next read reflects it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +32,7 @@ from sidecar.source.base import (
     SnapshotChanged,
     UsageChanged,
 )
+from sidecar.tasks import cancel_and_wait
 
 log = structlog.get_logger("sidecar.service")
 
@@ -335,9 +335,7 @@ class EntitlementService:
 
     async def aclose(self) -> None:
         if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+            await cancel_and_wait(self._watcher)
         if self._source is not None:
             await self._source.aclose()
 

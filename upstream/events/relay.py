@@ -14,6 +14,7 @@ from typing import Protocol
 
 import structlog
 
+from sidecar.tasks import cancel_and_wait
 from upstream.store.sqlite import Store
 
 log = structlog.get_logger("upstream.relay")
@@ -74,7 +75,6 @@ class Relay:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Publishers may be blocked in redis-py, which can swallow a single cancel on 3.11.
+            await cancel_and_wait(self._task)
             self._task = None
