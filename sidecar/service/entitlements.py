@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import structlog
 
@@ -338,6 +337,3 @@ class EntitlementService:
             await cancel_and_wait(self._watcher)
         if self._source is not None:
             await self._source.aclose()
-
-    def cache_info(self) -> dict[str, Any]:
-        return {"entries": len(self._cache), "bytes": self._cache.bytes_used}
