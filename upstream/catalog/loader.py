@@ -9,15 +9,12 @@ would otherwise silently fall back to its default.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
-
-import yaml
 
 from sidecar.model.state import CreditRate, Currency, FeatureType, MeterType, ResetPeriod
 from upstream.catalog.model import (
@@ -31,10 +28,14 @@ from upstream.catalog.model import (
     EntitlementDef,
     EventMeter,
     FeatureDef,
-    FilterValue,
     Plan,
     Product,
     ResetAnchor,
+)
+from upstream.catalog.yaml_reader import (
+    Node,
+    Problems,
+    load_yaml,
 )
 
 __all__ = ["load_catalog", "parse_catalog"]
@@ -81,211 +82,16 @@ def parse_catalog(text: str, source: str) -> Catalog:
     Raises:
         CatalogError: listing every problem found.
     """
-    problems = _Problems(source)
-    raw = _load_yaml(text, problems)
+    problems = Problems(source)
+    raw = load_yaml(text, problems)
     if not problems.items:
-        catalog = _Builder(_Node(raw, "", problems, _ROOT_KEYS)).build()
+        catalog = _Builder(Node(raw, "", problems, _ROOT_KEYS)).build()
         if not problems.items:
             return catalog
     raise CatalogError(problems.items)
 
 
 # --------------------------------------------------------------------------- YAML
-
-
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """Safe loading that refuses duplicate keys, which plain YAML resolves to the last one."""
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Hashable] = set()
-    for key_node, _ in node.value:
-        if key_node.tag == _MERGE_TAG:
-            # Keys merged in from an anchor (`<<: *base`) may legitimately be overridden.
-            continue
-        key = loader.construct_object(key_node, deep=True)
-        if isinstance(key, Hashable) and key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        if isinstance(key, Hashable):
-            seen.add(key)
-    return loader.construct_mapping(node, deep=True)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def _load_yaml(text: str, problems: _Problems) -> object:
-    try:
-        return yaml.load(text, Loader=_StrictLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problems.add(where, f"invalid YAML: {exc.problem}")
-    except yaml.YAMLError as exc:
-        problems.add("", f"invalid YAML: {exc}")
-    return None
-
-
-# --------------------------------------------------------------------------- reading
-
-
-class _Problems:
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.items: list[str] = []
-
-    def add(self, path: str, reason: str) -> None:
-        message = f"{self.source}: {path}: {reason}" if path else f"{self.source}: {reason}"
-        # Several readers may look at the same bad value; report it once.
-        if message not in self.items:
-            self.items.append(message)
-
-
-class _Node:
-    """One YAML mapping being read; accessors record problems and return None instead of raising."""
-
-    __slots__ = ("_data", "path", "problems")
-
-    def __init__(self, raw: object, path: str, problems: _Problems, keys: Collection[str]) -> None:
-        self.path = path
-        self.problems = problems
-        self._data: dict[Any, Any] = raw if isinstance(raw, dict) else {}
-        if not isinstance(raw, dict):
-            problems.add(path, "expected a mapping")
-        for key in self._data:
-            if key not in keys:
-                self.problem(str(key), f"unknown key (expected one of: {', '.join(keys)})")
-
-    def at(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def problem(self, key: str, reason: str) -> None:
-        self.problems.add(self.at(key), reason)
-
-    def has(self, key: str) -> bool:
-        return self._data.get(key) is not None
-
-    def present_keys(self) -> list[str]:
-        return [k for k, v in self._data.items() if isinstance(k, str) and v is not None]
-
-    def read(
-        self, key: str, convert: Callable[[Any], _T | None], expected: str, required: bool = False
-    ) -> _T | None:
-        """The converted value; None when absent or when ``convert`` rejects it."""
-        value = self._data.get(key)
-        if value is None:
-            if required:
-                self.problem(key, "is required")
-            return None
-        result = convert(value)
-        if result is None:
-            self.problem(key, expected)
-        return result
-
-    def text(self, key: str, *, required: bool = False) -> str | None:
-        return self.read(key, _text, "expected a non-empty string", required)
-
-    def flag(self, key: str) -> bool:
-        return self.read(key, _bool, "expected true or false") or False
-
-    def number(self, key: str, *, required: bool = False, positive: bool = False) -> float | None:
-        convert = _positive if positive else _non_negative
-        expected = f"expected a finite number {'>' if positive else '>='} 0"
-        return self.read(key, convert, expected, required)
-
-    def integer(self, key: str, *, minimum: int) -> int:
-        def convert(v: Any) -> int | None:
-            ok = isinstance(v, int) and not isinstance(v, bool) and v >= minimum
-            return v if ok else None
-
-        return self.read(key, convert, f"expected an integer >= {minimum}") or minimum
-
-    def choice(self, key: str, kind: type[_E], *, required: bool = False) -> _E | None:
-        def convert(v: Any) -> _E | None:
-            return kind(v) if isinstance(v, str) and v in {m.value for m in kind} else None
-
-        return self.read(key, convert, f"expected one of: {', '.join(kind)}", required)
-
-    def items(self, key: str) -> list[tuple[str, object]]:
-        value = self.read(key, _list, "expected a list") or []
-        return [(f"{self.at(key)}[{i}]", item) for i, item in enumerate(value)]
-
-    def child(self, key: str, keys: Collection[str]) -> _Node | None:
-        value = self._data.get(key)
-        return None if value is None else _Node(value, self.at(key), self.problems, keys)
-
-    def strings(self, key: str, *, required: bool = False) -> tuple[str, ...] | None:
-        """A non-empty list of unique non-empty strings."""
-        value = self.read(key, _list, "expected a list of strings", required)
-        if value is not None and not value:
-            self.problem(key, "must not be empty")
-        result: list[str] = []
-        for i, item in enumerate(value or ()):
-            if not isinstance(item, str) or not item:
-                self.problem(f"{key}[{i}]", "expected a non-empty string")
-            elif item in result:
-                self.problem(f"{key}[{i}]", f"duplicate value {item!r}")
-            else:
-                result.append(item)
-        return tuple(result) if value is not None else None
-
-    def scalar_mapping(self, key: str) -> Mapping[str, FilterValue] | None:
-        """A mapping of non-empty string keys to strings, finite numbers or booleans."""
-        value: dict[Any, Any] | None = self.read(key, _dict, "expected a mapping")
-        if value is None:
-            return None
-        result: dict[str, FilterValue] = {}
-        for k, v in value.items():
-            if not isinstance(k, str) or not k:
-                self.problem(key, f"key {k!r} is not a non-empty string")
-            elif isinstance(v, bool | str) or (_number(v) and _non_negative(abs(v)) is not None):
-                result[k] = v
-            else:
-                self.problem(f"{key}.{k}", "expected a string, finite number or boolean")
-        return MappingProxyType(result)
-
-
-def _text(v: Any) -> str | None:
-    return v if isinstance(v, str) and v.strip() else None
-
-
-def _bool(v: Any) -> bool | None:
-    return v if isinstance(v, bool) else None
-
-
-def _list(v: Any) -> list[Any] | None:
-    return v if isinstance(v, list) else None
-
-
-def _dict(v: Any) -> dict[Any, Any] | None:
-    return v if isinstance(v, dict) else None
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def _non_negative(v: Any) -> float | None:
-    if not _number(v):
-        return None
-    try:
-        number = float(v)
-    except OverflowError:  # an integer beyond float range
-        return None
-    return number if math.isfinite(number) and number >= 0 else None
-
-
-def _positive(v: Any) -> float | None:
-    number = _non_negative(v)
-    return number if number else None
-
-
-# --------------------------------------------------------------------------- catalog
 
 
 @dataclass
@@ -300,7 +106,7 @@ class _Indexed:
 
 
 class _Builder:
-    def __init__(self, root: _Node) -> None:
+    def __init__(self, root: Node) -> None:
         self.root = root
         self.kinds = {kind: _Indexed() for kind in _ROOT_KEYS}
 
@@ -315,10 +121,10 @@ class _Builder:
         by_id = {kind: MappingProxyType(dict(ix.items)) for kind, ix in self.kinds.items()}
         return Catalog(**by_id)
 
-    def _collect(self, kind: str, keys: Collection[str], parse: Callable[[_Node], Any]) -> None:
+    def _collect(self, kind: str, keys: Collection[str], parse: Callable[[Node], Any]) -> None:
         into = self.kinds[kind]
         for path, raw in self.root.items(kind):
-            node = _Node(raw, path, self.root.problems, keys)
+            node = Node(raw, path, self.root.problems, keys)
             item = parse(node)
             if item is None:
                 into.broken.add(str(raw.get("id")) if isinstance(raw, dict) else "")
@@ -330,7 +136,7 @@ class _Builder:
             into.items[item_id] = item
             into.paths[item_id] = path
 
-    def _known(self, node: _Node, key: str, kind: str, what: str) -> str | None:
+    def _known(self, node: Node, key: str, kind: str, what: str) -> str | None:
         ref = node.text(key, required=True)
         known = self.kinds[kind]
         if ref is not None and ref not in known.items:
@@ -339,7 +145,7 @@ class _Builder:
             return None
         return ref
 
-    def _package(self, node: _Node, *, addon: bool) -> dict[str, Any] | None:
+    def _package(self, node: Node, *, addon: bool) -> dict[str, Any] | None:
         """The fields plans and add-ons share; None if the item is unusable."""
         item_id = node.text("id", required=True)
         product = self._known(node, "product", "products", "product")
@@ -352,25 +158,25 @@ class _Builder:
         }
         return fields if item_id and product else None
 
-    def _plan(self, node: _Node) -> Plan | None:
+    def _plan(self, node: Node) -> Plan | None:
         fields = self._package(node, addon=False)
         extends = node.text("extends")
         trial_days = node.integer("trialDays", minimum=0)
         return Plan(**fields, extends=extends, trial_days=trial_days) if fields else None
 
-    def _addon(self, node: _Node) -> Addon | None:
+    def _addon(self, node: Node) -> Addon | None:
         fields = self._package(node, addon=True)
         return Addon(**fields) if fields else None
 
-    def _entitlements(self, parent: _Node, *, addon: bool) -> tuple[EntitlementDef, ...]:
+    def _entitlements(self, parent: Node, *, addon: bool) -> tuple[EntitlementDef, ...]:
         keys = (*_ENTITLEMENT_KEYS, "behavior") if addon else _ENTITLEMENT_KEYS
         parsed = [
-            (path, self._entitlement(_Node(raw, path, parent.problems, keys), addon=addon))
+            (path, self._entitlement(Node(raw, path, parent.problems, keys), addon=addon))
             for path, raw in parent.items("entitlements")
         ]
         return _unique(parent.problems, "feature", parsed, lambda e: e.feature_id)
 
-    def _entitlement(self, node: _Node, *, addon: bool) -> EntitlementDef | None:
+    def _entitlement(self, node: Node, *, addon: bool) -> EntitlementDef | None:
         feature_id = self._known(node, "feature", "features", "feature")
         behavior = (node.choice("behavior", AddonBehavior) if addon else None) or (
             AddonBehavior.INCREMENT
@@ -395,7 +201,7 @@ class _Builder:
             return EntitlementDef(feature_id, enum_values=values, behavior=behavior)
         return EntitlementDef(feature_id, behavior=behavior)
 
-    def _metered(self, node: _Node, feature_id: str, behavior: AddonBehavior) -> EntitlementDef:
+    def _metered(self, node: Node, feature_id: str, behavior: AddonBehavior) -> EntitlementDef:
         rate = self._credit_rate(node.child("creditRate", _RATE_KEYS))
         # A credit-backed feature may be limited by its wallet alone.
         limit, unlimited = _limit_or_unlimited(node, "limit", optional=node.has("creditRate"))
@@ -415,21 +221,21 @@ class _Builder:
             behavior=behavior,
         )
 
-    def _credit_rate(self, node: _Node | None) -> CreditRate | None:
+    def _credit_rate(self, node: Node | None) -> CreditRate | None:
         if node is None:
             return None
         currency = self._known(node, "currency", "currencies", "currency")
         amount = node.number("amount", required=True, positive=True)
         return CreditRate(amount, currency) if currency and amount else None
 
-    def _credits(self, parent: _Node) -> tuple[CreditConfig, ...]:
+    def _credits(self, parent: Node) -> tuple[CreditConfig, ...]:
         parsed = [
-            (path, self._credit(_Node(raw, path, parent.problems, _CREDIT_KEYS)))
+            (path, self._credit(Node(raw, path, parent.problems, _CREDIT_KEYS)))
             for path, raw in parent.items("credits")
         ]
         return _unique(parent.problems, "currency", parsed, lambda c: c.currency_id)
 
-    def _credit(self, node: _Node) -> CreditConfig | None:
+    def _credit(self, node: Node) -> CreditConfig | None:
         currency = self._known(node, "currency", "currencies", "currency")
         amount = node.number("amount", required=True, positive=True)
         cadence = node.choice("cadence", CreditCadence, required=True)
@@ -459,7 +265,7 @@ class _Builder:
 # --------------------------------------------------------------------------- items
 
 
-def _currency(node: _Node) -> Currency | None:
+def _currency(node: Node) -> Currency | None:
     currency_id = node.text("id", required=True)
     display_name = node.text("displayName", required=True)
     currency = Currency(
@@ -473,7 +279,7 @@ def _currency(node: _Node) -> Currency | None:
     return currency if currency_id and display_name else None
 
 
-def _feature(node: _Node) -> FeatureDef | None:
+def _feature(node: Node) -> FeatureDef | None:
     feature_id = node.text("id", required=True)
     feature_type = node.choice("type", FeatureType, required=True)
     meter = node.choice("meter", MeterType) or MeterType.NONE
@@ -501,7 +307,7 @@ def _feature(node: _Node) -> FeatureDef | None:
     )
 
 
-def _event_meter(node: _Node | None) -> EventMeter | None:
+def _event_meter(node: Node | None) -> EventMeter | None:
     if node is None:
         return None
     event_name = node.text("eventName", required=True)
@@ -517,7 +323,7 @@ def _event_meter(node: _Node | None) -> EventMeter | None:
     return EventMeter(event_name, aggregation, dimension, filters)
 
 
-def _product(node: _Node) -> Product | None:
+def _product(node: Node) -> Product | None:
     product_id = node.text("id", required=True)
     multiple = node.flag("multipleSubscriptions")
     display_name = node.text("displayName")
@@ -532,7 +338,7 @@ def _shape(feature: FeatureDef) -> str:
     return "metered" if feature.is_metered else "numeric"
 
 
-def _limit_or_unlimited(node: _Node, key: str, *, optional: bool) -> tuple[float | None, bool]:
+def _limit_or_unlimited(node: Node, key: str, *, optional: bool) -> tuple[float | None, bool]:
     value = node.number(key)
     unlimited = node.flag("unlimited")
     if node.has(key) and unlimited:
@@ -542,7 +348,7 @@ def _limit_or_unlimited(node: _Node, key: str, *, optional: bool) -> tuple[float
     return value, unlimited
 
 
-def _enum_values(node: _Node, feature: FeatureDef) -> tuple[str, ...]:
+def _enum_values(node: Node, feature: FeatureDef) -> tuple[str, ...]:
     values = node.strings("enumValues", required=True) or ()
     for value in values:
         if value not in feature.enum_values:
@@ -551,7 +357,7 @@ def _enum_values(node: _Node, feature: FeatureDef) -> tuple[str, ...]:
 
 
 def _unique(
-    problems: _Problems,
+    problems: Problems,
     key_name: str,
     parsed: Iterable[tuple[str, _T | None]],
     key: Callable[[_T], str],
