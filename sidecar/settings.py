@@ -7,68 +7,29 @@ README's configuration table is rendered from ``SPECS`` (a test keeps it fresh).
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from sidecar.cache.memory_limit import default_cache_max_bytes
+from sidecar.envconfig import (
+    SettingsError as SettingsError,  # re-exported: callers catch it from here
+)
+from sidecar.envconfig import (
+    Spec,
+    boolean,
+    http_url,
+    int_in,
+    keys_ttl,
+    log_format,
+    log_level,
+    positive_float,
+    read_env,
+    render_table,
+    text,
+)
 from sidecar.evaluation.fallback import FallbackError, FallbackValues, parse_fallback_map
-
-
-class SettingsError(ValueError):
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
-        self.problems = problems
-
-
-def _bool(raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"expected a boolean (1/0, true/false), got {raw!r}")
-
-
-def _int_in(low: int, high: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        try:
-            value = int(raw.strip())
-        except ValueError:
-            raise ValueError(f"expected an integer, got {raw!r}") from None
-        if not low <= value <= high:
-            raise ValueError(f"must be between {low} and {high}, got {value}")
-        return value
-
-    return parse
-
-
-def _positive_float(raw: str) -> float:
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise ValueError(f"expected a number, got {raw!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"must be a positive number, got {raw!r}")
-    return value
-
-
-def _log_level(raw: str) -> str:
-    value = raw.strip().lower()
-    if value == "warning":
-        value = "warn"
-    if value not in ("debug", "info", "warn", "error"):
-        raise ValueError(f"expected one of error, warn, info, debug; got {raw!r}")
-    return value
-
-
-def _log_format(raw: str) -> str:
-    value = raw.strip().lower()
-    if value not in ("auto", "json", "console"):
-        raise ValueError(f"expected auto, json or console; got {raw!r}")
-    return value
 
 
 def _fallbacks(raw: str) -> Mapping[str, FallbackValues]:
@@ -78,76 +39,39 @@ def _fallbacks(raw: str) -> Mapping[str, FallbackValues]:
         raise ValueError(str(exc)) from None
 
 
-def _str(raw: str) -> str:
-    return raw.strip()
-
-
-def _keys_ttl(raw: str) -> int:
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ValueError(f"expected an integer number of seconds, got {raw!r}") from None
-    if value == 0:
-        # Every write would expire at once: Redis would never hold anything.
-        raise ValueError("0 would expire every key at once; use a negative value for no expiry")
-    if abs(value) > _MAX_TTL_SECONDS:
-        raise ValueError(f"must be at most {_MAX_TTL_SECONDS} seconds either way, got {value}")
-    return value
-
-
-# PEXPIRE takes milliseconds as a signed 64-bit integer; a century is far inside that.
-_MAX_TTL_SECONDS = 100 * 366 * 24 * 3600
-
-
-def _url(raw: str) -> str:
-    value = raw.strip().rstrip("/")
-    if not value.startswith(("http://", "https://")):
-        raise ValueError(f"expected an http:// or https:// URL, got {raw!r}")
-    return value
-
-
-@dataclass(frozen=True)
-class Spec:
-    env: str
-    attr: str
-    parse: Callable[[str], Any]
-    default: str | None
-    doc: str
-
-
 SPECS: tuple[Spec, ...] = (
     Spec(
         "PORT",
         "port",
-        _int_in(0, 65535),
+        int_in(0, 65535),
         "80",
         "gRPC listen port (80 is what the official SDKs dial by default).",
     ),
     Spec(
         "BIND_ADDRESS",
         "bind_address",
-        _str,
+        text,
         "127.0.0.1",
         "gRPC listen address. Loopback by default: the sidecar serves its own pod only.",
     ),
     Spec(
         "HTTP_PORT",
         "http_port",
-        _int_in(0, 65535),
+        int_in(0, 65535),
         "8080",
         "HTTP side port for `/livez`, `/readyz` and `/metrics`.",
     ),
     Spec(
         "HTTP_BIND_ADDRESS",
         "http_bind_address",
-        _str,
+        text,
         "0.0.0.0",
         "HTTP side port address (all interfaces, so kubelet probes and scrapers reach it).",
     ),
     Spec(
         "OFFLINE",
         "offline",
-        _bool,
+        boolean,
         "0",
         "Offline mode: no network; reads return fallbacks, usage reports are acknowledged "
         "locally, events are dropped.",
@@ -155,21 +79,21 @@ SPECS: tuple[Spec, ...] = (
     Spec(
         "SERVER_API_KEY",
         "api_key",
-        _str,
+        text,
         "",
         "Key sent to upstream as `X-API-KEY`. Required unless `OFFLINE=1`.",
     ),
     Spec(
         "API_URL",
         "api_url",
-        _url,
+        http_url,
         "http://127.0.0.1:8787",
         "Base URL of the upstream API (entitlement state, usage, events, change stream).",
     ),
     Spec(
         "WS_ENABLED",
         "push_enabled",
-        _bool,
+        boolean,
         "1",
         "Subscribe to upstream's push channel to keep the hot cache coherent. With `0` every "
         "read goes to upstream and the cache only serves as a stale copy when upstream fails.",
@@ -177,14 +101,14 @@ SPECS: tuple[Spec, ...] = (
     Spec(
         "UPSTREAM_TIMEOUT_SECONDS",
         "upstream_timeout_seconds",
-        _positive_float,
+        positive_float,
         "10",
         "Total time allowed for one upstream request, retries excluded.",
     ),
     Spec(
         "UPSTREAM_RETRIES",
         "upstream_retries",
-        _int_in(0, 10),
+        int_in(0, 10),
         "3",
         "Extra attempts for idempotent upstream calls (fetches, events) on transient failures.",
     ),
@@ -200,60 +124,60 @@ SPECS: tuple[Spec, ...] = (
     Spec(
         "CACHE_MAX_SIZE_BYTES",
         "cache_max_bytes",
-        _int_in(1, 2**62),
+        int_in(1, 2**62),
         None,
         "Byte bound of the in-process hot cache. Default: half the container memory limit "
         "(cgroup v2/v1), else half the physical memory.",
     ),
-    Spec("LOG_LEVEL", "log_level", _log_level, "info", "`error`, `warn`, `info` or `debug`."),
+    Spec("LOG_LEVEL", "log_level", log_level, "info", "`error`, `warn`, `info` or `debug`."),
     Spec(
         "LOG_FORMAT",
         "log_format",
-        _log_format,
+        log_format,
         "auto",
         "`json`, `console`, or `auto` (JSON unless stderr is a terminal).",
     ),
     Spec(
         "SHUTDOWN_GRACE_SECONDS",
         "shutdown_grace_seconds",
-        _positive_float,
+        positive_float,
         "10",
         "On SIGTERM/SIGINT: stop accepting calls, let in-flight ones finish for this long.",
     ),
     Spec(
         "MAX_MESSAGE_BYTES",
         "max_message_bytes",
-        _int_in(1024, 64 * 2**20),
+        int_in(1024, 64 * 2**20),
         "4194304",
         "Largest gRPC request or response accepted, in bytes.",
     ),
     Spec(
         "REDIS_ENVIRONMENT_PREFIX",
         "redis_prefix",
-        _str,
+        text,
         "",
         "Key prefix in Redis; setting it switches the Redis tier on (hot cache -> Redis -> "
         "upstream). Must match the persistent cache's prefix. Empty: no Redis.",
     ),
     Spec(
-        "REDIS_HOST", "redis_host", _str, "localhost", "Redis host (a seed node in cluster mode)."
+        "REDIS_HOST", "redis_host", text, "localhost", "Redis host (a seed node in cluster mode)."
     ),
-    Spec("REDIS_PORT", "redis_port", _int_in(1, 65535), "6379", "Redis port."),
-    Spec("REDIS_DB", "redis_db", _int_in(0, 2**31 - 1), "0", "Redis database number."),
-    Spec("REDIS_USERNAME", "redis_username", _str, "", "Redis ACL user name."),
-    Spec("REDIS_PASSWORD", "redis_password", _str, "", "Redis password."),
-    Spec("REDIS_TLS", "redis_tls", _bool, "0", "Connect to Redis over TLS."),
+    Spec("REDIS_PORT", "redis_port", int_in(1, 65535), "6379", "Redis port."),
+    Spec("REDIS_DB", "redis_db", int_in(0, 2**31 - 1), "0", "Redis database number."),
+    Spec("REDIS_USERNAME", "redis_username", text, "", "Redis ACL user name."),
+    Spec("REDIS_PASSWORD", "redis_password", text, "", "Redis password."),
+    Spec("REDIS_TLS", "redis_tls", boolean, "0", "Connect to Redis over TLS."),
     Spec(
         "REDIS_CLUSTER",
         "redis_cluster",
-        _bool,
+        boolean,
         "0",
         "Redis Cluster mode (`REDIS_HOST`/`REDIS_PORT` name a seed node; `REDIS_DB` must be 0).",
     ),
     Spec(
         "REDIS_KEYS_TTL_IN_SECS",
         "redis_keys_ttl_seconds",
-        _keys_ttl,
+        keys_ttl,
         "604800",
         "Expiry of the keys this sidecar writes to Redis, refreshed on every write; "
         "negative: never expire. 0 is rejected.",
@@ -261,7 +185,7 @@ SPECS: tuple[Spec, ...] = (
     Spec(
         "REDIS_TIMEOUT_MS",
         "redis_timeout_ms",
-        _int_in(1, 60_000),
+        int_in(1, 60_000),
         "100",
         "Connect and per-command timeout for Redis. Small on purpose: a slow Redis is "
         "skipped (reads go to upstream) instead of stalling every read.",
@@ -306,16 +230,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        problems: list[str] = []
-        for spec in SPECS:
-            raw = env.get(spec.env, spec.default)
-            if raw is None:
-                continue
-            try:
-                values[spec.attr] = spec.parse(raw)
-            except ValueError as exc:
-                problems.append(f"{spec.env}: {exc}")
+        values, problems = read_env(SPECS, env)
         if not values.get("offline") and not values.get("api_key"):
             problems.append("SERVER_API_KEY: is required unless OFFLINE=1")
         problems += _redis_problems(values)
@@ -340,10 +255,4 @@ def _redis_problems(values: Mapping[str, Any]) -> list[str]:
 
 def render_env_table() -> str:
     """The README's configuration table."""
-    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
-    for spec in SPECS:
-        default = f"`{spec.default}`" if spec.default else "(see meaning)"
-        if spec.default == "":
-            default = "(empty)"
-        rows.append(f"| `{spec.env}` | {default} | {spec.doc} |")
-    return "\n".join(rows)
+    return render_table(SPECS)
