@@ -7,8 +7,10 @@
 What it does, all in one run against one private ``redis-server`` (tests/redis_server.py):
 
 1. pre-fills upstream's change stream ``{prefix}:changes`` with ``--events`` entries shaped
-   exactly like ``upstream.events.publishers.RedisStreamPublisher`` writes them (fields
-   ``seq`` and ``event``, ``event`` = ``encode_event``), with pipelined XADD. Mix: 30%
+   exactly like ``upstream.events.publishers.RedisStreamPublisher`` writes them
+   (``sidecar.cache.stream_entry.encode_entry``: ``seq``, ``envelope``, ``r0..``; or with
+   ``--layout legacy`` the old single ``event`` field, decoded through the model), with
+   pipelined XADD. Mix: 30%
    ``entitlements.updated`` full snapshots (the 20-entitlement plan of ``bench/_fixture.py``,
    6 usage records each), 70% ``usage.updated`` records, spread over ``--keys`` (10k)
    (customer, resource) keys. Every event carries a fresh, increasing version, so every write
@@ -62,6 +64,7 @@ import _fixture as fx  # noqa: E402
 import redis  # noqa: E402
 
 from sidecar.cache.redis_keys import change_stream, epoch_key, state_key  # noqa: E402
+from sidecar.cache.stream_entry import encode_entry, legacy_entry  # noqa: E402
 from sidecar.model.events import ChangeEvent, EventKind, encode_event  # noqa: E402
 from sidecar.model.state import CustomerSnapshot, UsageRecord  # noqa: E402
 from tests.redis_server import RedisServer, free_port  # noqa: E402
@@ -125,13 +128,14 @@ def build_events(count: int, keys: int, seed: int = 7) -> list[bytes]:
     return payloads
 
 
-def prefill(client: redis.Redis, payloads: list[bytes], chunk: int = 2000) -> float:
+def prefill(client: redis.Redis, payloads: list[bytes], layout: str, chunk: int = 2000) -> float:
     stream = change_stream(PREFIX)
+    encode = encode_entry if layout == "envelope" else legacy_entry
     started = time.perf_counter()
     for first in range(0, len(payloads), chunk):
         pipe = client.pipeline(transaction=False)
         for offset, payload in enumerate(payloads[first : first + chunk]):
-            pipe.xadd(stream, {"seq": str(first + offset + 1), "event": payload})
+            pipe.xadd(stream, encode(first + offset + 1, payload))  # type: ignore[arg-type]
         pipe.execute()
     return time.perf_counter() - started
 
@@ -285,6 +289,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="20k events, 100k SET requests")
     parser.add_argument("--profile", action="store_true", help="run the consumer under cProfile")
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument(
+        "--layout",
+        choices=("envelope", "legacy"),
+        default="envelope",
+        help="stream entry layout: what upstream publishes (envelope) or the old single field",
+    )
     args = parser.parse_args()
     if args.quick:
         args.events = min(args.events, 20_000)
@@ -300,7 +310,7 @@ def main() -> None:
     with RedisServer() as server:
         assert server.process is not None
         client = redis.Redis(port=server.port)
-        xadd_seconds = prefill(client, payloads)
+        xadd_seconds = prefill(client, payloads, args.layout)
         print(f"XADD prefill: {xadd_seconds:.1f}s ({len(payloads) / xadd_seconds:,.0f} entries/s)")
         set_p16 = redis_benchmark_set(server.port, 16, args.bench_requests)
         set_p1 = redis_benchmark_set(server.port, 1, args.bench_requests)
@@ -348,6 +358,7 @@ def main() -> None:
         "keys": args.keys,
         "mean_event_bytes": mean_bytes,
         "batch_size": args.batch_size or 500,
+        "layout": args.layout,
         "profiled": args.profile,
         "xadd_prefill_per_second": len(payloads) / xadd_seconds,
         "redis_benchmark_set_p16": set_p16,

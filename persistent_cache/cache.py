@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from sidecar.cache.hash_writes import HashWrite
 from sidecar.model.events import ChangeEvent
 from sidecar.model.state import CustomerSnapshot
 
@@ -24,6 +25,8 @@ class ApplyOutcome(Protocol):
 
 class EventWriter(Protocol):
     async def apply_events(self, events: Sequence[ChangeEvent]) -> Sequence[ApplyOutcome]: ...
+
+    async def apply_writes(self, writes: Sequence[HashWrite]) -> Sequence[ApplyOutcome]: ...
 
 
 class CacheStore(EventWriter, Protocol):

@@ -3,7 +3,7 @@
 Guarantees:
 - an entry is acked only after its write succeeded (or after it was parked as a dead letter), so
   a crash or a Redis outage leaves it pending, to be retried by this consumer or claimed by another;
-- a batch is written with one ``apply_events`` call (one pipeline); every write compares
+- a batch is written with one ``apply_writes`` call (one pipeline); every write compares
   versions, so applying an entry twice, or out of order, is harmless;
 - an entry that can never be written (undecodable, or rejected by the write itself) is parked in
   the dead-letter stream instead of blocking the group.
@@ -19,12 +19,12 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from persistent_cache.cache import ApplyOutcome, EventWriter
-from persistent_cache.decoding import Poison, decode_entry
+from persistent_cache.decoding import Poison, decode_delivery
 from persistent_cache.errors import StreamUnavailable
 from persistent_cache.metrics import Metrics
 from persistent_cache.source import Delivery, EventSource
-from sidecar.errors import CacheUnavailable
-from sidecar.model.events import ChangeEvent
+from sidecar.cache.hash_writes import HashWrite
+from sidecar.errors import CacheRejected, CacheUnavailable, WritesRejected
 
 log = structlog.get_logger("persistent_cache.consumer")
 
@@ -135,14 +135,14 @@ class Consumer:
         self._metrics.consumed.inc(len(deliveries))
         if reclaimed:
             self._metrics.reclaimed.inc(len(deliveries))
-        events: list[tuple[Delivery, ChangeEvent]] = []
+        events: list[tuple[Delivery, HashWrite]] = []
         poison: list[tuple[Delivery, str]] = []
         lost: list[str] = []
         for delivery in deliveries:
             if delivery.fields is None:
                 lost.append(delivery.id)
                 continue
-            decoded = decode_entry(delivery.fields)
+            decoded = decode_delivery(delivery.fields)
             if isinstance(decoded, Poison):
                 poison.append((delivery, decoded.reason))
             else:
@@ -169,14 +169,21 @@ class Consumer:
         return [delivery.id for delivery, _ in letters]
 
     async def _write(
-        self, events: Sequence[tuple[Delivery, ChangeEvent]]
+        self, events: Sequence[tuple[Delivery, HashWrite]]
     ) -> tuple[list[str], list[tuple[Delivery, str]]]:
         """Write the batch; returns the ids written and the entries the write itself rejected."""
         if not events:
             return [], []
         started = time.perf_counter()
         try:
-            outcomes = await self._writer.apply_events([event for _, event in events])
+            outcomes = await self._writer.apply_writes([write for _, write in events])
+        except WritesRejected as exc:
+            # The rest of the batch went through; only the refused entries are parked.
+            self._metrics.apply_seconds.observe(time.perf_counter() - started)
+            return self._settle(events, exc.outcomes)
+        except CacheRejected as exc:
+            log.warning("batch_write_rejected", error=str(exc), size=len(events))
+            return await self._write_one_by_one(events)
         except CacheUnavailable:
             raise
         except Exception as exc:
@@ -188,14 +195,32 @@ class Consumer:
         self._count(list(zip((event for _, event in events), outcomes, strict=True)))
         return [delivery.id for delivery, _ in events], []
 
+    def _settle(
+        self, events: Sequence[tuple[Delivery, HashWrite]], outcomes: Sequence[object]
+    ) -> tuple[list[str], list[tuple[Delivery, str]]]:
+        written: list[str] = []
+        rejected: list[tuple[Delivery, str]] = []
+        counted: list[tuple[HashWrite, ApplyOutcome]] = []
+        for (delivery, write), outcome in zip(events, outcomes, strict=True):
+            if isinstance(outcome, CacheRejected):
+                rejected.append((delivery, f"write rejected: {outcome}"))
+            else:
+                written.append(delivery.id)
+                counted.append((write, outcome))  # type: ignore[arg-type]
+        self._count(counted)
+        return written, rejected
+
     async def _write_one_by_one(
-        self, events: Sequence[tuple[Delivery, ChangeEvent]]
+        self, events: Sequence[tuple[Delivery, HashWrite]]
     ) -> tuple[list[str], list[tuple[Delivery, str]]]:
         written: list[str] = []
         rejected: list[tuple[Delivery, str]] = []
         for delivery, event in events:
             try:
-                (outcome,) = await self._writer.apply_events([event])
+                (outcome,) = await self._writer.apply_writes([event])
+            except CacheRejected as exc:
+                rejected.append((delivery, f"write rejected: {exc}"))
+                continue
             except CacheUnavailable:
                 raise
             except Exception as exc:
@@ -205,11 +230,13 @@ class Consumer:
             written.append(delivery.id)
         return written, rejected
 
-    def _count(self, results: Sequence[tuple[ChangeEvent, ApplyOutcome]]) -> None:
+    def _count(self, results: Sequence[tuple[HashWrite, ApplyOutcome]]) -> None:
         now = self._clock()
         for event, outcome in results:
             if outcome.applied == 0 and outcome.stale > 0:
                 self._metrics.stale.inc()
             else:
                 self._metrics.applied.inc()
-            self._metrics.commit_to_redis.observe(max(now - event.committed_at.timestamp(), 0.0))
+            if event.committed_at_ms is not None:
+                delay = now - event.committed_at_ms / 1000
+                self._metrics.commit_to_redis.observe(max(delay, 0.0))

@@ -1,7 +1,10 @@
-"""Stream entry -> ChangeEvent, or the reason it is poison.
+"""Stream entry -> the write it stands for, or the reason it is poison.
 
-An entry that cannot be decoded now never will be: retrying it would block the group forever,
-so the consumer parks it in the dead-letter stream with this reason and moves on.
+Entries in the envelope layout (:mod:`sidecar.cache.stream_entry`) are passed through: their
+record values are already what the cache stores. Entries in the legacy layout (one ``event``
+field with the whole event) go through the state model. Either way, an entry that cannot be
+decoded now never will be: retrying it would block the group forever, so the consumer parks it
+in the dead-letter stream with this reason and moves on.
 """
 
 from __future__ import annotations
@@ -9,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sidecar.model.events import ChangeEvent, decode_event
+from sidecar.cache.hash_writes import HashWrite, event_write
+from sidecar.cache.stream_entry import ENVELOPE_FIELD, LEGACY_EVENT_FIELD, EntryError, decode_entry
+from sidecar.model.events import decode_event
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,12 +22,17 @@ class Poison:
     reason: str
 
 
-def decode_entry(fields: Mapping[str, bytes]) -> ChangeEvent | Poison:
-    payload = fields.get("event")
+def decode_delivery(fields: Mapping[str, bytes]) -> HashWrite | Poison:
+    if ENVELOPE_FIELD in fields:
+        try:
+            return decode_entry(fields)
+        except EntryError as exc:
+            return Poison(str(exc))
+    payload = fields.get(LEGACY_EVENT_FIELD)
     if payload is None:
-        return Poison("missing field 'event'")
+        return Poison(f"missing field {ENVELOPE_FIELD!r} (or the legacy {LEGACY_EVENT_FIELD!r})")
     try:
-        return decode_event(payload)
+        return event_write(decode_event(payload))
     except Exception as exc:
         # Any failure to decode (bad JSON, wrong types, unknown schema version, a decoder bug on
         # an odd shape) makes the entry poison; the reason names the offending path when it can.

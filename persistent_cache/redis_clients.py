@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from persistent_cache.settings import Settings
+from sidecar.cache.redis_packing import use_hiredis_packing
 
 RedisClient: TypeAlias = aioredis.Redis | RedisCluster
 
@@ -31,17 +32,22 @@ def cache_client(settings: Settings) -> RedisClient:
     }
     if settings.redis_cluster:
         return RedisCluster(host=settings.redis_host, port=settings.redis_port, **options)
-    return aioredis.Redis(
+    client = aioredis.Redis(
         host=settings.redis_host, port=settings.redis_port, db=settings.redis_db, **options
     )
+    # Script calls with many arguments are most of what this service sends; pack them in C.
+    # (A cluster client builds its connections internally and keeps redis-py's packer.)
+    return use_hiredis_packing(client)
 
 
 def events_client(settings: Settings, cache: RedisClient) -> RedisClient:
     """The stream's Redis: its own connection when EVENTS_REDIS_URL is set, else the cache's."""
     if not settings.events_redis_url:
         return cache
-    return aioredis.Redis.from_url(
-        settings.events_redis_url,
-        socket_timeout=socket_timeout(settings),
-        socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+    return use_hiredis_packing(
+        aioredis.Redis.from_url(
+            settings.events_redis_url,
+            socket_timeout=socket_timeout(settings),
+            socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        )
     )

@@ -23,6 +23,7 @@ from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from persistent_cache.errors import StreamUnavailable
 from persistent_cache.redis_clients import RedisClient
+from sidecar.cache.stream_entry import ENVELOPE_FIELD, LEGACY_EVENT_FIELD
 
 log = structlog.get_logger("persistent_cache.source")
 
@@ -136,12 +137,16 @@ def _read_reply_entries(reply: Any) -> list[Any]:
 
 
 def _dead_letter_fields(delivery: Delivery, reason: str) -> dict[str, bytes | str]:
-    fields = delivery.fields or {}
-    event = fields.get("event")
+    fields = dict(delivery.fields or {})
+    parked: dict[str, bytes | str] = {"reason": reason, "source_id": delivery.id}
+    if ENVELOPE_FIELD in fields and not parked.keys() & fields.keys():
+        # Kept field for field, so replaying a fixed entry is an XADD of the same fields.
+        return {**fields, **parked}
+    event = fields.get(LEGACY_EVENT_FIELD)
     if event is None:
         # Keep everything that arrived: the entry had no ``event`` field to park.
         event = json.dumps({k: _text(v) for k, v in fields.items()}).encode()
-    return {"event": event, "reason": reason, "source_id": delivery.id}
+    return {LEGACY_EVENT_FIELD: event, **parked}
 
 
 class RedisStreamSource:

@@ -5,10 +5,14 @@ SidecarError
 └── SourceError          the entitlement source failed
     ├── SourceUnavailable   transient: timeout, connection refused, 5xx
     │   └── CacheUnavailable    Redis is unreachable or timed out
+    │       └── CacheRejected   Redis refused one write and will again (a key of the wrong type)
+    │           └── WritesRejected  some writes of a batch were refused, the rest went through
     └── SourceRejected      the source refused the request (4xx): retrying won't help
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 
 class SidecarError(Exception):
@@ -36,3 +40,24 @@ class SourceRejected(SourceError):
 
 class CacheUnavailable(SourceUnavailable):
     """Redis is unreachable or timed out."""
+
+
+class CacheRejected(CacheUnavailable):
+    """Redis refused a write for a reason that retrying will not change (WRONGTYPE, say).
+
+    A CacheUnavailable for callers that only need "Redis did not help" (the sidecar's read path
+    falls back either way); the persistent cache tells it apart to park the one entry instead
+    of retrying the whole batch forever.
+    """
+
+
+class WritesRejected(CacheRejected):
+    """Redis refused some writes of a batch for good; the others went through.
+
+    ``outcomes[i]`` is what the i-th write produced: the store's result, or the CacheRejected
+    that refused it. Callers can settle each write without sending any of them again.
+    """
+
+    def __init__(self, message: str, outcomes: Sequence[object]) -> None:
+        super().__init__(message)
+        self.outcomes = list(outcomes)

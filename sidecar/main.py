@@ -13,6 +13,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from sidecar.app import serve
+from sidecar.cache.redis_packing import use_hiredis_packing
 from sidecar.cache.redis_store import RedisClient, RedisStore
 from sidecar.observability import Metrics, configure_logging
 from sidecar.settings import Settings, SettingsError
@@ -50,13 +51,15 @@ def redis_clients(settings: Settings) -> tuple[RedisClient, aioredis.Redis]:
             **options,
         )
     else:
-        client = aioredis.Redis(
-            host=settings.redis_host,
-            port=settings.redis_port,
-            db=settings.redis_db,
-            retry=retry,
-            health_check_interval=REDIS_HEALTH_CHECK_SECONDS,
-            **options,
+        client = use_hiredis_packing(
+            aioredis.Redis(
+                host=settings.redis_host,
+                port=settings.redis_port,
+                db=settings.redis_db,
+                retry=retry,
+                health_check_interval=REDIS_HEALTH_CHECK_SECONDS,
+                **options,
+            )
         )
     # A plain connection to one node even in cluster mode: classic PUBLISH reaches every node.
     # No retries and no health check: redis-py would reconnect and resubscribe silently,

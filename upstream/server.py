@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 
+from sidecar.cache.redis_packing import use_hiredis_packing
 from upstream.api.app import build_app
 from upstream.catalog.loader import load_catalog
 from upstream.events.hub import Hub
@@ -41,7 +42,7 @@ class UpstreamServer:
         publishers: list[Publisher] = [HubPublisher(self.hub), *extra_publishers]
         self._redis: aioredis.Redis | None = None
         if settings.events_redis_url:
-            self._redis = aioredis.Redis.from_url(settings.events_redis_url)
+            self._redis = use_hiredis_packing(aioredis.Redis.from_url(settings.events_redis_url))
             publishers.append(RedisStreamPublisher(self._redis, settings.stream_key))
         self.relay = Relay(self.store, publishers)
         self.upstream = Upstream(

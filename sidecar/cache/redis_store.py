@@ -23,15 +23,14 @@ from typing import Any, TypeAlias
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
+from sidecar.cache.hash_writes import HashWrite, event_write, snapshot_write, usage_write
 from sidecar.cache.redis_keys import (
     CREDIT_USAGE_PREFIX,
     FEATURE_USAGE_PREFIX,
     STATE_FIELD,
-    credit_usage_field,
     epoch_key,
-    feature_usage_field,
     invalidation_channel,
     lock_key,
     refetch_channel,
@@ -40,17 +39,14 @@ from sidecar.cache.redis_keys import (
     version_field,
 )
 from sidecar.cache.redis_scripts import APPLY_SCRIPT, DELETE_SCRIPT, UNLOCK_SCRIPT, LuaScript
-from sidecar.errors import CacheUnavailable
-from sidecar.model.events import ChangeEvent, EventKind
+from sidecar.errors import CacheRejected, CacheUnavailable, WritesRejected
+from sidecar.model.events import ChangeEvent
 from sidecar.model.state import (
     CustomerSnapshot,
     StateDecodeError,
     UsageRecord,
     decode_state,
     decode_usage,
-    encode_state,
-    encode_usage,
-    epoch_ms,
     load_json,
 )
 
@@ -63,8 +59,8 @@ RedisClient: TypeAlias = Redis | RedisCluster
 # asyncio timeouts that escape redis-py's own wrapping.
 _REDIS_FAILURES = (RedisError, RedisClusterException, OSError)
 
-# The int64 range: what upstream's versions fit in, and what the script compares exactly.
-_MAX_VERSION = 2**63
+# Script errors caused by the key's content: the same write fails the same way every time.
+_FINAL_ERRORS = ("WRONGTYPE",)
 
 # Corrupt keys are logged once each; the set is reset when it reaches this size so a flood of
 # distinct corrupt keys cannot grow memory without bound.
@@ -177,7 +173,8 @@ class RedisStore:
         self, snapshot: CustomerSnapshot, *, committed_at_ms: int | None = None
     ) -> ApplyResult:
         """Write the state and every usage record of ``snapshot``, each only if newer."""
-        return _apply_result(await self._run_one(self._snapshot_call(snapshot, committed_at_ms)))
+        write = snapshot_write(snapshot, committed_at_ms)
+        return _apply_result(await self._run_one(self._call(write)))
 
     async def apply_usage(
         self,
@@ -190,10 +187,15 @@ class RedisStore:
         committed_at_ms: int | None = None,
     ) -> ApplyResult:
         """Write one usage record (of a feature, or of a credit currency) if newer."""
-        call = self._usage_call(
-            customer_id, resource_id, record, feature_id, currency_id, committed_at_ms
+        write = usage_write(
+            customer_id,
+            resource_id,
+            record,
+            feature_id=feature_id,
+            currency_id=currency_id,
+            committed_at_ms=committed_at_ms,
         )
-        return _apply_result(await self._run_one(call))
+        return _apply_result(await self._run_one(self._call(write)))
 
     async def apply_events(self, events: Sequence[ChangeEvent]) -> list[ApplyResult]:
         """Apply change events in one pipelined round trip; one result per event, in order.
@@ -201,8 +203,24 @@ class RedisStore:
         Every event is checked before anything is sent, so a malformed event (ValueError) leaves
         Redis untouched. A deletion's result counts the removed hash as one applied record.
         """
-        calls = [self._event_call(event) for event in events]
-        return [_apply_result(result) for result in await self._run_many(calls)]
+        return await self.apply_writes([event_write(event) for event in events])
+
+    async def apply_writes(self, writes: Sequence[HashWrite]) -> list[ApplyResult]:
+        """Send already-encoded writes in one pipelined round trip; one result per write.
+
+        Raises CacheUnavailable when Redis failed (nothing is known to be written), and
+        :class:`WritesRejected` when Redis refused some writes for good: its ``outcomes`` hold
+        an ApplyResult for each write that went through and the CacheRejected of each refused.
+        """
+        calls = [self._call(write) for write in writes]
+        try:
+            results = await self._run_many(calls)
+        except WritesRejected as exc:
+            outcomes = [
+                o if isinstance(o, CacheRejected) else _apply_result(o) for o in exc.outcomes
+            ]
+            raise WritesRejected(str(exc), outcomes) from None
+        return [_apply_result(result) for result in results]
 
     async def delete(self, customer_id: str, resource_id: str | None) -> None:
         """Drop the stored hash; publishes nothing (deletion events go through apply_events)."""
@@ -255,84 +273,16 @@ class RedisStore:
 
     # ------------------------------------------------------------------ script calls
 
-    def _payload(
-        self, customer_id: str, resource_id: str | None, version: int, committed_at_ms: int | None
-    ) -> str:
-        if not self._channel:
-            return ""
-        return Invalidation(customer_id, resource_id or None, version, committed_at_ms).encode()
-
-    def _apply_call(
-        self,
-        customer_id: str,
-        resource_id: str | None,
-        version: int,
-        committed_at_ms: int | None,
-        triplets: list[str | bytes],
-    ) -> _Call:
-        key = state_key(self.prefix, customer_id, resource_id)
-        payload = self._payload(customer_id, resource_id, version, committed_at_ms)
-        return APPLY_SCRIPT, key, (self.ttl_ms, self._channel, payload, *triplets)
-
-    def _snapshot_call(self, snapshot: CustomerSnapshot, committed_at_ms: int | None) -> _Call:
-        state = snapshot.state
-        triplets: list[str | bytes] = [STATE_FIELD, _version(state.version), encode_state(state)]
-        for feature_id, record in snapshot.feature_usage.items():
-            triplets += [feature_usage_field(feature_id), _version(record.version)]
-            triplets.append(encode_usage(record))
-        for currency_id, record in snapshot.credit_usage.items():
-            triplets += [credit_usage_field(currency_id), _version(record.version)]
-            triplets.append(encode_usage(record))
-        return self._apply_call(
-            state.customer_id, state.resource_id, state.version, committed_at_ms, triplets
-        )
-
-    def _usage_call(
-        self,
-        customer_id: str,
-        resource_id: str | None,
-        record: UsageRecord,
-        feature_id: str | None,
-        currency_id: str | None,
-        committed_at_ms: int | None,
-    ) -> _Call:
-        if feature_id and not currency_id:
-            name = feature_usage_field(feature_id)
-        elif currency_id and not feature_id:
-            name = credit_usage_field(currency_id)
-        else:
-            raise ValueError("exactly one of feature_id and currency_id is required")
-        triplets: list[str | bytes] = [name, _version(record.version), encode_usage(record)]
-        return self._apply_call(customer_id, resource_id, record.version, committed_at_ms, triplets)
-
-    def _event_call(self, event: ChangeEvent) -> _Call:
-        committed = epoch_ms(event.committed_at)
-        if event.kind is EventKind.ENTITLEMENTS:
-            snapshot = event.snapshot
-            if snapshot is None:
-                raise ValueError(f"event {event.seq}: an entitlements event needs a snapshot")
-            # The key comes from the snapshot; a mismatch would file one customer's state
-            # under another's key.
-            if (snapshot.state.customer_id, snapshot.state.resource_id or None) != (
-                event.customer_id,
-                event.resource_id or None,
-            ):
-                raise ValueError(f"event {event.seq}: snapshot belongs to another key")
-            return self._snapshot_call(snapshot, committed)
-        if event.kind is EventKind.USAGE:
-            if event.usage is None:
-                raise ValueError(f"event {event.seq}: a usage event needs a usage record")
-            return self._usage_call(
-                event.customer_id,
-                event.resource_id,
-                event.usage,
-                event.feature_id,
-                event.currency_id,
-                committed,
-            )
-        key = state_key(self.prefix, event.customer_id, event.resource_id)
-        payload = self._payload(event.customer_id, event.resource_id, event.version, committed)
-        return DELETE_SCRIPT, key, (self._channel, payload)
+    def _call(self, write: HashWrite) -> _Call:
+        key = state_key(self.prefix, write.customer_id, write.resource_id)
+        payload = ""
+        if self._channel:
+            payload = Invalidation(
+                write.customer_id, write.resource_id, write.version, write.committed_at_ms
+            ).encode()
+        if write.delete:
+            return DELETE_SCRIPT, key, (self._channel, payload)
+        return APPLY_SCRIPT, key, (self.ttl_ms, self._channel, payload, *write.records)
 
     async def _run_one(self, call: _Call) -> Any:
         script, key, args = call
@@ -344,6 +294,7 @@ class RedisStore:
                 return await self._client.eval(script.source, 1, key, *args)
 
     async def _run_many(self, calls: Sequence[_Call]) -> list[Any]:
+        """The calls' replies in order; see apply_writes for what it raises."""
         if not calls:
             return []
         results = await self._pipeline(calls, by_sha=True)
@@ -354,16 +305,20 @@ class RedisStore:
             # whole tail keeps a deletion ordered after the writes that preceded it.
             again = await self._pipeline(calls[first:], by_sha=False)
             for offset, result in enumerate(again):
-                if isinstance(result, Exception):
-                    name = calls[first + offset][0].name
-                    raise CacheUnavailable(f"redis {name}: {result}") from result
                 # A call that succeeded the first time keeps that result: it reports what the
                 # call actually changed, the rerun would only report a stale repeat.
                 if isinstance(results[first + offset], Exception):
                     results[first + offset] = result
-        for call, result in zip(calls, results, strict=True):
+        rejected: CacheRejected | None = None
+        for index, (call, result) in enumerate(zip(calls, results, strict=True)):
             if isinstance(result, Exception):
-                raise CacheUnavailable(f"redis {call[0].name}: {result}") from result
+                failure = _failure(call, result)
+                if not isinstance(failure, CacheRejected):
+                    raise failure
+                rejected = rejected or failure
+                results[index] = failure
+        if rejected is not None:
+            raise WritesRejected(str(rejected), results)
         return results
 
     async def _pipeline(self, calls: Sequence[_Call], *, by_sha: bool) -> list[Any]:
@@ -387,17 +342,23 @@ def _translate(operation: str) -> Iterator[None]:
     except CacheUnavailable:
         raise
     except _REDIS_FAILURES as exc:
-        raise CacheUnavailable(f"redis {operation}: {type(exc).__name__}: {exc}") from exc
+        message = f"redis {operation}: {type(exc).__name__}: {exc}"
+        if _final(exc):
+            raise CacheRejected(message) from exc
+        raise CacheUnavailable(message) from exc
 
 
-def _version(version: int) -> str:
-    # Validated here because the script compares canonical decimal strings: a bool or float
-    # would be sent in a form it cannot order.
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise TypeError(f"a version must be an int, not {type(version).__name__}")
-    if not -_MAX_VERSION < version < _MAX_VERSION:
-        raise ValueError(f"version {version} is outside the int64 range")
-    return str(version)
+def _failure(call: _Call, error: Exception) -> CacheUnavailable:
+    """The error one pipelined call answered with, as the store reports it."""
+    message = f"redis {call[0].name} on {call[1]}: {error}"
+    # Only errors that name the data itself are final. Everything else (OOM, BUSY, LOADING,
+    # READONLY, CLUSTERDOWN, ACL, "max clients"...) may pass, and parking entries because of
+    # it would throw away good events, so it stays an outage.
+    return CacheRejected(message) if _final(error) else CacheUnavailable(message)
+
+
+def _final(error: BaseException) -> bool:
+    return isinstance(error, ResponseError) and str(error).startswith(_FINAL_ERRORS)
 
 
 def _text(value: str | bytes) -> str:

@@ -5,8 +5,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import redis.asyncio as aioredis
+import structlog
 
+from sidecar.cache.stream_entry import encode_entry, legacy_entry
 from upstream.events.hub import Hub
+
+log = structlog.get_logger("upstream.events")
+
+
+def _entry(seq: int, payload: str) -> dict[str, str | bytes]:
+    try:
+        return encode_entry(seq, payload)
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        # Never expected (the payload is our own encode_event output), but the event must
+        # still go out: as a legacy entry the consumer parks it with the decoder's reason.
+        log.error("stream_entry_encode_failed", seq=seq, error=str(exc))
+        return legacy_entry(seq, payload)
 
 
 class HubPublisher:
@@ -21,9 +35,11 @@ class HubPublisher:
 class RedisStreamPublisher:
     """XADD each event to ``stream``, pipelined per batch.
 
-    The entry id is left to Redis; the event's own ``seq`` is the position in
-    upstream's feed. The stream is capped approximately at ``maxlen`` entries:
-    a consumer further behind than that catches up through ``GET /v1/changes``.
+    The entry id is left to Redis; the event's own ``seq`` is the position in upstream's feed.
+    Entries use the envelope layout (:mod:`sidecar.cache.stream_entry`), which the persistent
+    cache writes through without decoding the state. The stream is capped approximately at
+    ``maxlen`` entries: a consumer further behind than that catches up through
+    ``GET /v1/changes``.
     """
 
     def __init__(self, client: aioredis.Redis, stream: str, maxlen: int = 1_000_000) -> None:
@@ -36,7 +52,7 @@ class RedisStreamPublisher:
             for seq, payload in batch:
                 pipe.xadd(
                     self._stream,
-                    {"seq": str(seq), "event": payload},
+                    _entry(seq, payload),  # type: ignore[arg-type]
                     maxlen=self._maxlen,
                     approximate=True,
                 )

@@ -20,6 +20,7 @@ from persistent_cache.service import PersistentCacheService
 from persistent_cache.settings import Settings
 from persistent_cache.watchdog import PRIORITY
 from sidecar.cache.redis_store import RedisStore
+from sidecar.cache.stream_entry import encode_entry
 from sidecar.model.events import ChangeEvent, EventKind, encode_event
 from sidecar.model.state import CustomerSnapshot, EntitlementState, encode_snapshot_dict
 from tests.redis_server import RedisServer
@@ -179,6 +180,14 @@ def state_event(customer: str, version: int, seq: int = 1) -> ChangeEvent:
 
 
 def entry(event: ChangeEvent) -> dict[FieldT, EncodableT]:
+    """The stream entry upstream publishes for ``event`` (the envelope layout)."""
+    fields: dict[FieldT, EncodableT] = {}
+    fields.update(encode_entry(event.seq, encode_event(event)))
+    return fields
+
+
+def legacy_entry(event: ChangeEvent) -> dict[FieldT, EncodableT]:
+    """The entry as published before the envelope layout: one ``event`` field."""
     return {"seq": str(event.seq), "event": encode_event(event).decode()}
 
 
