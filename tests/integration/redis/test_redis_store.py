@@ -12,6 +12,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from sidecar.cache.hash_writes import snapshot_write, usage_write
 from sidecar.cache.redis_keys import (
     epoch_key,
     invalidation_channel,
@@ -21,7 +22,7 @@ from sidecar.cache.redis_keys import (
 )
 from sidecar.cache.redis_scripts import APPLY_SCRIPT, DELETE_SCRIPT, UNLOCK_SCRIPT
 from sidecar.cache.redis_store import ApplyResult, Invalidation, RedisStore
-from sidecar.errors import CacheUnavailable, SourceUnavailable
+from sidecar.errors import CacheRejected, CacheUnavailable, SourceUnavailable, WritesRejected
 from sidecar.model.events import ChangeEvent, EventKind
 from sidecar.model.state import UsageRecord, encode_state, epoch_ms
 from tests.builders import NOW, demo_snapshot, numeric, snapshot
@@ -397,6 +398,28 @@ async def test_malformed_events_are_refused_before_anything_is_written(
         with pytest.raises(ValueError, match="event"):
             await store.apply_events([good, bad])
     assert await client.exists(state_key(store.prefix, "ev-m", None)) == 0
+
+
+async def test_a_write_redis_refuses_for_good_is_reported_alone(
+    store: RedisStore, client: Redis
+) -> None:
+    # A string squatting on a state key: every write to it fails with WRONGTYPE, forever.
+    await client.set(state_key(store.prefix, "ev-squat", None), "not a hash")
+    writes = [
+        snapshot_write(versioned(demo_snapshot("ev-ok1"), state=1)),
+        snapshot_write(versioned(demo_snapshot("ev-squat"), state=1)),
+        usage_write("ev-ok2", None, usage_record(3, 4), feature_id="api-calls"),
+    ]
+    with pytest.raises(WritesRejected) as caught:
+        await store.apply_writes(writes)
+    first, refused, last = caught.value.outcomes
+    assert first == ApplyResult(4, 0) and last == ApplyResult(1, 0)
+    assert isinstance(refused, CacheRejected) and "WRONGTYPE" in str(refused)
+    assert isinstance(caught.value, CacheUnavailable)  # read paths may treat it as an outage
+    assert await store.get("ev-ok1", None) is not None
+    # One write alone is refused the same way, as CacheRejected rather than an outage.
+    with pytest.raises(CacheRejected, match="WRONGTYPE"):
+        await store.apply_snapshot(versioned(demo_snapshot("ev-squat"), state=2))
 
 
 # ------------------------------------------------------------------ script cache loss
