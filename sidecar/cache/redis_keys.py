@@ -5,8 +5,9 @@ Layout (``P`` = REDIS_ENVIRONMENT_PREFIX, ``C`` = customer id, ``R`` = resource 
 - ``P:{c:C}:s:R`` — a hash holding one (customer, resource) state and its usage records:
   ``state``/``state:v`` (entitlement state JSON and its version), ``u:f:<feature>``/
   ``u:f:<feature>:v`` (feature usage records) and ``u:c:<currency>``/``u:c:<currency>:v``
-  (wallet consumption records). One hash per key makes a read one round trip and lets one
-  script compare-and-write any record atomically.
+  (wallet consumption records), and ``deleted:v`` (the newest deletion's version: nothing
+  committed before it is kept or written again). One hash per key makes a read one round trip
+  and lets one script compare-and-write any record atomically.
 - ``P:{c:C}:lock:R`` — the cross-process refetch lock; ``P:refetch:{c:C}:R`` its pub/sub channel.
 - ``P:invalidations`` — pub/sub channel announcing every write (customer, resource, version).
 - ``P:epoch`` — marker the persistent cache writes after a full sync; missing = Redis lost its data.
@@ -23,6 +24,7 @@ STATE_VERSION_FIELD = "state:v"
 FEATURE_USAGE_PREFIX = "u:f:"
 CREDIT_USAGE_PREFIX = "u:c:"
 VERSION_SUFFIX = ":v"
+DELETED_VERSION_FIELD = "deleted:v"
 
 
 def _tag(customer_id: str) -> str:

@@ -25,7 +25,13 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
-from sidecar.cache.hash_writes import HashWrite, event_write, snapshot_write, usage_write
+from sidecar.cache.hash_writes import (
+    HashWrite,
+    event_write,
+    snapshot_write,
+    usage_write,
+    version_text,
+)
 from sidecar.cache.redis_keys import (
     CREDIT_USAGE_PREFIX,
     FEATURE_USAGE_PREFIX,
@@ -201,7 +207,8 @@ class RedisStore:
         """Apply change events in one pipelined round trip; one result per event, in order.
 
         Every event is checked before anything is sent, so a malformed event (ValueError) leaves
-        Redis untouched. A deletion's result counts the removed hash as one applied record.
+        Redis untouched. A deletion's result counts a removed state as one applied record, and
+        a deletion older than the stored state as stale.
         """
         return await self.apply_writes([event_write(event) for event in events])
 
@@ -281,7 +288,8 @@ class RedisStore:
                 write.customer_id, write.resource_id, write.version, write.committed_at_ms
             ).encode()
         if write.delete:
-            return DELETE_SCRIPT, key, (self._channel, payload)
+            version = version_text(write.version)
+            return DELETE_SCRIPT, key, (self.ttl_ms, self._channel, payload, version)
         return APPLY_SCRIPT, key, (self.ttl_ms, self._channel, payload, *write.records)
 
     async def _run_one(self, call: _Call) -> Any:

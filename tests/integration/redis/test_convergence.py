@@ -1,12 +1,10 @@
 """Order and duplicates do not matter: shuffled, duplicated delivery converges on in-order state.
 
-A seeded random history of change events (full states and usage records, every record with
-versions that only grow) is applied twice through ``apply_events``: once in order, once shuffled
-with about 20% duplicates, both in random batch sizes. Every key must read back the same from
-both, and the same as a model that keeps the newest version of every record.
-
-Deletions are left out on purpose: a deletion is a plain DEL with no tombstone, so an older write
-delivered after it recreates the key; only in-order delivery makes deletions converge.
+A seeded random history of change events (full states, usage records and deletions, with
+versions from one counter that only grows) is applied twice through ``apply_events``: once in
+order, once shuffled with about 20% duplicates, both in random batch sizes. Every key must read
+back the same from both, and the same as a model that keeps, per key, the newest version of
+every record committed after the key's newest deletion.
 """
 
 from __future__ import annotations
@@ -72,7 +70,12 @@ def make_history(
         version = seq
         key = rng.choice(keys)
         committed = START + timedelta(milliseconds=seq)
-        if rng.random() < 0.3:
+        roll = rng.random()
+        if roll < 0.04:
+            usage[key] = {}
+            events.append(ChangeEvent(EventKind.DELETED, seq, *key, version, committed))
+            continue
+        if roll < 0.34:
             held = usage[key]
             snapshot = CustomerSnapshot(
                 make_state(rng, key, version),
@@ -120,8 +123,11 @@ def newest_of_everything(
     """What every key must hold: its newest state and the newest version of each record."""
     states: dict[Key, EntitlementState] = {}
     records: dict[Key, dict[RecordId, UsageRecord]] = {}
+    deleted: dict[Key, int] = {}
     for event in history:
         key = (event.customer_id, event.resource_id)
+        if event.kind is EventKind.DELETED:
+            deleted[key] = max(deleted.get(key, event.version), event.version)
         found: dict[RecordId, UsageRecord] = {}
         if event.snapshot is not None:
             state = event.snapshot.state
@@ -139,10 +145,11 @@ def newest_of_everything(
                 held[record_id] = record
     expected: dict[Key, CustomerSnapshot | None] = {}
     for key in make_keys(key_count):
-        if key not in states:
+        floor = deleted.get(key, -1)
+        if key not in states or states[key].version <= floor:
             expected[key] = None
             continue
-        held = records.get(key, {})
+        held = {i: r for i, r in records.get(key, {}).items() if r.version > floor}
         expected[key] = CustomerSnapshot(
             states[key],
             feature_usage={i: r for (kind, i), r in held.items() if kind == "f"},

@@ -388,6 +388,60 @@ async def test_apply_events_in_order_with_deletion(store: RedisStore, client: Re
     assert await store.apply_events([]) == []
 
 
+async def test_deletions_are_versioned_and_drop_only_what_came_before(
+    store: RedisStore, client: Redis
+) -> None:
+    key = state_key(store.prefix, "ev-t", None)
+    state5 = event(
+        EventKind.ENTITLEMENTS, 1, "ev-t", 5, snapshot=versioned(demo_snapshot("ev-t"), 5, usage=5)
+    )
+    usage9 = event(EventKind.USAGE, 2, "ev-t", 9, feature_id="api-calls", usage=usage_record(4, 9))
+    channel = invalidation_channel(store.prefix)
+    async with subscribed(client, channel) as pubsub:
+        await store.apply_events([state5, usage9])
+        assert [Invalidation.decode(await next_message(pubsub)).version for _ in "ab"] == [5, 9]
+        # The deletion (version 7) removes the state and the records older than itself, and
+        # keeps the usage record committed after it (version 9) and its own version.
+        assert await store.apply_events([event(EventKind.DELETED, 3, "ev-t", 7)]) == [
+            ApplyResult(1, 0)
+        ]
+        assert Invalidation.decode(await next_message(pubsub)).version == 7
+        # Replayed, or older than the newest deletion: stale and silent.
+        for version in (7, 6):
+            assert await store.apply_events([event(EventKind.DELETED, 4, "ev-t", version)]) == [
+                ApplyResult(0, 1)
+            ]
+        await client.publish(channel, "marker")
+        assert await next_message(pubsub) == "marker"
+    held = await client.hgetall(key)
+    assert sorted(held) == [b"deleted:v", b"u:f:api-calls", b"u:f:api-calls:v"]
+    assert held[b"deleted:v"] == b"7" and held[b"u:f:api-calls:v"] == b"9"
+    assert await store.get("ev-t", None) is None  # no state: a miss
+    assert 0 < await client.pttl(key) <= 3_600_000
+    # Nothing committed before the deletion comes back, state or usage, whatever the order...
+    old = event(EventKind.ENTITLEMENTS, 5, "ev-t", 6, snapshot=versioned(demo_snapshot("ev-t"), 6))
+    late = event(EventKind.USAGE, 6, "ev-t", 6, feature_id="storage", usage=usage_record(9, 6))
+    assert await store.apply_events([old, late]) == [ApplyResult(0, 4), ApplyResult(0, 1)]
+    assert await client.hgetall(key) == held
+    # ...while a newer state (the customer came back) is written as usual.
+    new = event(
+        EventKind.ENTITLEMENTS, 7, "ev-t", 10, snapshot=versioned(demo_snapshot("ev-t"), 10, 10)
+    )
+    assert await store.apply_events([new]) == [ApplyResult(4, 0)]
+    got = await store.get("ev-t", None)
+    assert got is not None and got.state.version == 10
+
+
+async def test_a_deletion_record_without_ttl_never_expires(
+    client: Redis, redis_prefix: str
+) -> None:
+    store = RedisStore(client, prefix=redis_prefix, ttl_seconds=-1)
+    await store.apply_events([event(EventKind.DELETED, 1, "ev-forever", 3)])
+    key = state_key(redis_prefix, "ev-forever", None)
+    assert await client.hgetall(key) == {b"deleted:v": b"3"}
+    assert await client.pttl(key) == -1
+
+
 async def test_malformed_events_are_refused_before_anything_is_written(
     store: RedisStore, client: Redis
 ) -> None:
@@ -479,9 +533,11 @@ async def test_partial_noscript_keeps_a_deletion_after_the_writes_before_it(
         event(EventKind.DELETED, 2, "cust-n", 2),
     ]
     results = await store.apply_events(events)
-    assert results[0] == ApplyResult(4, 0)
+    # Replayed after the deletion, the write finds the tombstone: all four records are stale.
+    assert results == [ApplyResult(0, 4), ApplyResult(0, 0)]
     assert await store.get("cust-n", None) is None
-    assert await client.exists(state_key(store.prefix, "cust-n", None)) == 0
+    # Only the deletion's version is left.
+    assert await client.hgetall(state_key(store.prefix, "cust-n", None)) == {b"deleted:v": b"2"}
 
 
 # ------------------------------------------------------------------ Redis down and back
