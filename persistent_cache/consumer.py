@@ -44,8 +44,12 @@ class Consumer:
         *,
         claim_interval: float,
         on_loss: Callable[[str], None],
+        lanes: int = 1,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if lanes < 1:
+            raise ValueError("a consumer needs at least one lane")
+        self._lanes = lanes
         self._source = source
         self._writer = writer
         self._metrics = metrics
@@ -58,6 +62,10 @@ class Consumer:
         # Entries of ours are pending unwritten (a restart, a failed write): re-read them first,
         # rather than leaving them for a claim CLAIM_IDLE_MS later.
         self._own_pending = True
+        # Set while the extra lanes may read: the group exists and no own pending entries wait.
+        self._steady = asyncio.Event()
+        # Ids of the entries some lane is writing now; re-reading our pending entries skips them.
+        self._in_flight: set[str] = set()
         self._running = False
         self._next_claim = 0.0
         self._next_prune = 0.0
@@ -68,32 +76,56 @@ class Consumer:
         return self._running and self._prepared
 
     def request_stop(self) -> None:
-        """Stop reading; the batch in hand is still written and acked."""
+        """Stop reading; the batches in hand are still written and acked."""
         self._stop.set()
+        self._steady.set()  # wakes the extra lanes, which then see the stop
 
     async def run(self) -> None:
+        """Consume until stopped, with ``lanes`` batches in flight at once.
+
+        One lane alone alternates between its own CPU work (decoding, packing commands) and
+        waiting for Redis to run the batch's scripts; a second lane does its CPU work while the
+        first one waits, which is most of the throughput a process can get. Order between lanes
+        does not matter: every write compares versions, deletions included. The first lane also
+        prepares the group, re-reads this consumer's pending entries and claims dead consumers'.
+        """
         self._running = True
-        delay = BACKOFF_FIRST_SECONDS
         try:
-            while not self._stop.is_set():
-                try:
-                    await self._step()
-                    delay = BACKOFF_FIRST_SECONDS
-                    continue
-                except (CacheUnavailable, StreamUnavailable) as exc:
-                    self._own_pending = True
-                    component = "cache" if isinstance(exc, CacheUnavailable) else "stream"
-                    self._metrics.errors.labels(component).inc()
-                    log.warning("consume_failed", component=component, error=str(exc))
-                except Exception:
-                    # A bug must not end consumption for good: log it and carry on.
-                    self._own_pending = True
-                    self._metrics.errors.labels("consumer").inc()
-                    log.exception("consume_crashed")
-                await self._pause(delay)
-                delay = min(delay * 2, BACKOFF_MAX_SECONDS)
+            async with asyncio.TaskGroup() as lanes:
+                for index in range(self._lanes):
+                    lanes.create_task(self._lane(leader=index == 0))
         finally:
             self._running = False
+
+    async def _lane(self, *, leader: bool) -> None:
+        delay = BACKOFF_FIRST_SECONDS
+        while not self._stop.is_set():
+            try:
+                if leader:
+                    await self._step()
+                else:
+                    await self._follow()
+                delay = BACKOFF_FIRST_SECONDS
+                continue
+            except (CacheUnavailable, StreamUnavailable) as exc:
+                self._needs_own_pending()
+                component = "cache" if isinstance(exc, CacheUnavailable) else "stream"
+                self._metrics.errors.labels(component).inc()
+                log.warning("consume_failed", component=component, error=str(exc))
+            except Exception:
+                # A bug must not end consumption for good: log it and carry on.
+                self._needs_own_pending()
+                self._metrics.errors.labels("consumer").inc()
+                log.exception("consume_crashed")
+            await self._pause(delay)
+            delay = min(delay * 2, BACKOFF_MAX_SECONDS)
+
+    def _needs_own_pending(self) -> None:
+        # A failed batch stays pending on this consumer: the leader re-reads it, and the other
+        # lanes wait for that so nothing is written twice at once.
+        self._own_pending = True
+        if not self._stop.is_set():
+            self._steady.clear()
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -105,13 +137,22 @@ class Consumer:
             await self._source.prepare()
             self._prepared = True
         if self._own_pending:
-            # Also what a previous process of the same name left behind.
-            while not self._stop.is_set() and (own := await self._source.read_own_pending()):
-                await self._handle(own)
+            # Also what a previous process of the same name left behind. Entries another lane
+            # is writing right now are pending too, and are left to it.
+            cursor = "0"
+            while not self._stop.is_set() and (own := await self._source.read_own_pending(cursor)):
+                cursor = own[-1].id
+                await self._handle([d for d in own if d.id not in self._in_flight])
             self._own_pending = False
+            self._steady.set()
         if self._clock() >= self._next_claim:
             await self._maintain()
             self._next_claim = self._clock() + self._claim_interval
+        if not self._stop.is_set():
+            await self._handle(await self._source.read())
+
+    async def _follow(self) -> None:
+        await self._steady.wait()
         if not self._stop.is_set():
             await self._handle(await self._source.read())
 
@@ -132,6 +173,14 @@ class Consumer:
         """Write one batch and ack it; raises (acking nothing written) if the cache failed."""
         if not deliveries:
             return
+        ids = [delivery.id for delivery in deliveries]
+        self._in_flight.update(ids)
+        try:
+            await self._handle_batch(deliveries, reclaimed)
+        finally:
+            self._in_flight.difference_update(ids)
+
+    async def _handle_batch(self, deliveries: Sequence[Delivery], reclaimed: bool) -> None:
         self._metrics.consumed.inc(len(deliveries))
         if reclaimed:
             self._metrics.reclaimed.inc(len(deliveries))
@@ -232,11 +281,12 @@ class Consumer:
 
     def _count(self, results: Sequence[tuple[HashWrite, ApplyOutcome]]) -> None:
         now = self._clock()
-        for event, outcome in results:
+        stale = 0
+        for write, outcome in results:
             if outcome.applied == 0 and outcome.stale > 0:
-                self._metrics.stale.inc()
-            else:
-                self._metrics.applied.inc()
-            if event.committed_at_ms is not None:
-                delay = now - event.committed_at_ms / 1000
+                stale += 1
+            if write.committed_at_ms is not None:
+                delay = now - write.committed_at_ms / 1000
                 self._metrics.commit_to_redis.observe(max(delay, 0.0))
+        self._metrics.stale.inc(stale)
+        self._metrics.applied.inc(len(results) - stale)

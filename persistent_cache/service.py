@@ -78,6 +78,7 @@ class PersistentCacheService:
             self.metrics,
             claim_interval=claim_interval(settings.claim_idle_ms),
             on_loss=self.watchdog.request,
+            lanes=settings.batches_in_flight,
         )
         app = build_app(
             self.metrics.registry,

@@ -103,6 +103,15 @@ SPECS: tuple[Spec, ...] = (
         "Entries read, and written in one pipeline, per batch.",
     ),
     Spec(
+        "BATCHES_IN_FLIGHT",
+        "batches_in_flight",
+        int_in(1, 16),
+        "2",
+        "Batches read, written and acked at once by one replica. Two let the process decode and"
+        " pack one batch while Redis runs the other's writes (order never matters: every write"
+        " is versioned).",
+    ),
+    Spec(
         "BLOCK_MS",
         "block_ms",
         int_in(1, 60_000),
@@ -175,6 +184,7 @@ class Settings:
     consumer_group: str = "persistent-cache"
     consumer_name: str = field(default_factory=default_consumer_name)
     batch_size: int = 500
+    batches_in_flight: int = 2
     block_ms: int = 1000
     claim_idle_ms: int = 30_000
     api_url: str = "http://127.0.0.1:8787"

@@ -81,8 +81,8 @@ class EventSource(Protocol):
         """New entries, waiting a bounded time for some."""
         ...
 
-    async def read_own_pending(self) -> list[Delivery]:
-        """Entries delivered to this consumer name earlier and never acked (a restart)."""
+    async def read_own_pending(self, after: str = "0") -> list[Delivery]:
+        """Entries delivered to this consumer name and not acked yet, with ids above ``after``."""
         ...
 
     async def claim(self) -> Claimed:
@@ -119,7 +119,13 @@ def _deliveries(entries: Sequence[Any]) -> list[Delivery]:
     for entry_id, fields in entries:
         if entry_id is None:
             continue
-        normalized = {_text(k): _raw(v) for k, v in fields.items()} if fields else None
+        normalized: dict[str, bytes] | None = None
+        if fields:
+            try:
+                # What our clients return (no decode_responses): bytes names and values.
+                normalized = {name.decode(): value for name, value in fields.items()}
+            except (AttributeError, UnicodeDecodeError):
+                normalized = {_text(k): _raw(v) for k, v in fields.items()}
         out.append(Delivery(_text(entry_id), normalized))
     return out
 
@@ -223,10 +229,10 @@ class RedisStreamSource:
         )
         return _deliveries(_read_reply_entries(reply))
 
-    async def read_own_pending(self) -> list[Delivery]:
+    async def read_own_pending(self, after: str = "0") -> list[Delivery]:
         reply = await self._group_call(
             self._client.xreadgroup(
-                self.group, self.consumer, {self.stream: "0"}, count=self._batch_size
+                self.group, self.consumer, {self.stream: after}, count=self._batch_size
             ),
             None,
         )

@@ -14,10 +14,10 @@ and is handled here.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 from typing import Any, TypeAlias
 
 import structlog
@@ -60,6 +60,8 @@ log = structlog.get_logger("sidecar.cache.redis")
 
 RedisClient: TypeAlias = Redis | RedisCluster
 
+_json_string: Callable[[str], str] = encode_basestring_ascii
+
 # Redis failures as redis-py raises them. RedisClusterException is not a RedisError (a cluster
 # that cannot be reached or has uncovered slots raises it); OSError covers socket errors and
 # asyncio timeouts that escape redis-py's own wrapping.
@@ -85,14 +87,14 @@ class Invalidation:
     committed_at_ms: int | None = None
 
     def encode(self) -> str:
-        return json.dumps(
-            {
-                "c": self.customer_id,
-                "r": self.resource_id,
-                "v": self.version,
-                "t": self.committed_at_ms,
-            },
-            separators=(",", ":"),
+        # Spelled out rather than json.dumps of a dict: one of these is built per write, at the
+        # persistent cache's full rate. The bytes are what json.dumps(separators=(",", ":"))
+        # gives (a test compares them).
+        resource = "null" if self.resource_id is None else _json_string(self.resource_id)
+        committed = "null" if self.committed_at_ms is None else int(self.committed_at_ms)
+        return (
+            f'{{"c":{_json_string(self.customer_id)},"r":{resource},'
+            f'"v":{int(self.version)},"t":{committed}}}'
         )
 
     @classmethod

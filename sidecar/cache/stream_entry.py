@@ -25,7 +25,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from sidecar.cache.hash_writes import HashWrite, usage_field, version_text
+from sidecar.cache.hash_writes import MAX_VERSION, HashWrite, usage_field
 from sidecar.cache.redis_keys import (
     CREDIT_USAGE_PREFIX,
     FEATURE_USAGE_PREFIX,
@@ -103,24 +103,30 @@ def legacy_entry(seq: int, payload: str | bytes) -> dict[str, str | bytes]:
 
 
 # ------------------------------------------------------------------------------------ decoding
+# This runs once per event at the persistent cache's full rate, so the checks are written flat
+# (exact type tests, no helper call on the good path); the helpers only build error messages.
 
-
-def _int(envelope: Mapping[str, Any], key: str) -> int:
-    value = envelope.get(key)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise EntryError(f"envelope.{key}: expected an integer, got {_kind(value)}")
-    return value
+_VALUE_FIELDS = [value_field(index) for index in range(MAX_RECORDS + 1)]
+_USAGE_PREFIXES = (FEATURE_USAGE_PREFIX, CREDIT_USAGE_PREFIX)
+_SCHEMA = EVENT_SCHEMA_VERSION
+_LOW, _HIGH = -MAX_VERSION, MAX_VERSION
 
 
 def _kind(value: object) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _optional_text(envelope: Mapping[str, Any], key: str) -> str | None:
+def _not_int(path: str, value: object) -> EntryError:
+    if type(value) is int:
+        return EntryError(f"{path}: version {value} is outside the int64 range")
+    return EntryError(f"{path}: expected an integer, got {_kind(value)}")
+
+
+def _text_or_none(envelope: Mapping[str, Any], key: str) -> str | None:
     value = envelope.get(key)
     if value is None or value == "":
         return None
-    if not isinstance(value, str):
+    if type(value) is not str:
         raise EntryError(f"envelope.{key}: expected a string or null, got {_kind(value)}")
     return value
 
@@ -131,91 +137,95 @@ def decode_entry(fields: Mapping[str, bytes]) -> HashWrite:
     if raw is None:
         raise EntryError(f"missing field {ENVELOPE_FIELD!r}")
     try:
-        envelope = json.loads(raw)
+        envelope = json.loads(raw.decode() if type(raw) is bytes else raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise EntryError(f"envelope: not valid JSON ({exc})") from exc
-    if not isinstance(envelope, dict):
+    if type(envelope) is not dict:
         raise EntryError(f"envelope: expected an object, got {_kind(envelope)}")
-    kind, customer_id, resource_id, version, committed_at = _header(envelope)
-    listed = envelope.get("records")
-    if not isinstance(listed, list):
-        raise EntryError(f"envelope.records: expected an array, got {_kind(listed)}")
-    if len(listed) > MAX_RECORDS:
-        raise EntryError(f"envelope.records: {len(listed)} records, at most {MAX_RECORDS}")
-    names = _check_names(kind, envelope, listed)
-    records: list[str | bytes] = []
-    for index, (name, record_version) in enumerate(zip(names, listed, strict=True)):
-        value = fields.get(value_field(index))
-        if value is None:
-            raise EntryError(f"missing field {value_field(index)!r} (value of {name!r})")
-        # The values are passed through unparsed; this catches truncation and mix-ups cheaply.
-        if value[:1] != b"{" or value[-1:] != b"}":
-            raise EntryError(f"{value_field(index)}: expected a JSON object")
-        records += (name, _record_version(index, record_version[1]), value)
-    if value_field(len(listed)) in fields:
-        raise EntryError(f"field {value_field(len(listed))!r} is not listed in envelope.records")
+    get = envelope.get
+    schema = get("schemaVersion")
+    if type(schema) is not int or schema != _SCHEMA:
+        raise EntryError(f"envelope.schemaVersion: unsupported schema version {schema!r}")
+    kind = _KINDS.get(get("kind"))  # type: ignore[arg-type]
+    if kind is None:
+        raise EntryError(f"envelope.kind: unknown kind {get('kind')!r}")
+    customer_id = get("customerId")
+    if type(customer_id) is not str or not customer_id:
+        raise EntryError("envelope.customerId: expected a non-empty string")
+    resource_id = get("resourceId")
+    if type(resource_id) is not str:
+        resource_id = _text_or_none(envelope, "resourceId")
+    version = get("version")
+    if type(version) is not int or not _LOW < version < _HIGH:
+        raise _not_int("envelope.version", version)
+    committed_at = get("committedAt")
+    if type(committed_at) is not int:
+        raise _not_int("envelope.committedAt", committed_at)
+    if type(get("seq")) is not int:
+        raise _not_int("envelope.seq", get("seq"))
     return HashWrite(
         customer_id,
-        resource_id,
+        resource_id or None,
         version,
         committed_at,
-        tuple(records),
+        _records(fields, kind, envelope),
         delete=kind is EventKind.DELETED,
     )
 
 
-def _header(envelope: Mapping[str, Any]) -> tuple[EventKind, str, str | None, int, int]:
-    schema = envelope.get("schemaVersion")
-    if schema != EVENT_SCHEMA_VERSION or isinstance(schema, bool):
-        raise EntryError(f"envelope.schemaVersion: unsupported schema version {schema!r}")
-    kind = _KINDS.get(envelope.get("kind"))  # type: ignore[arg-type]
-    if kind is None:
-        raise EntryError(f"envelope.kind: unknown kind {envelope.get('kind')!r}")
-    customer_id = envelope.get("customerId")
-    if not isinstance(customer_id, str) or not customer_id:
-        raise EntryError("envelope.customerId: expected a non-empty string")
-    version = _int(envelope, "version")
-    try:
-        version_text(version)
-    except ValueError as exc:
-        raise EntryError(f"envelope.version: {exc}") from exc
-    _int(envelope, "seq")
-    resource_id = _optional_text(envelope, "resourceId")
-    return kind, customer_id, resource_id, version, _int(envelope, "committedAt")
-
-
-def _record_version(index: int, version: object) -> str:
-    try:
-        return version_text(version)
-    except (TypeError, ValueError) as exc:
-        raise EntryError(f"envelope.records[{index}][1]: {exc}") from exc
-
-
-def _check_names(kind: EventKind, envelope: Mapping[str, Any], listed: list[Any]) -> list[str]:
-    """The record fields, checked against what an event of ``kind`` may write."""
+def _records(
+    fields: Mapping[str, bytes], kind: EventKind, envelope: Mapping[str, Any]
+) -> tuple[str | bytes, ...]:
+    listed = envelope.get("records")
+    if type(listed) is not list:
+        raise EntryError(f"envelope.records: expected an array, got {_kind(listed)}")
+    if len(listed) > MAX_RECORDS:
+        raise EntryError(f"envelope.records: {len(listed)} records, at most {MAX_RECORDS}")
     names: list[str] = []
     for index, item in enumerate(listed):
-        if not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], str):
+        if type(item) is not list or len(item) != 2 or type(item[0]) is not str:
             raise EntryError(f"envelope.records[{index}]: expected [field, version]")
+        if type(item[1]) is not int or not _LOW < item[1] < _HIGH:
+            raise _not_int(f"envelope.records[{index}][1]", item[1])
         names.append(item[0])
-    if len(set(names)) != len(names):
+    _check_names(kind, envelope, names)
+    records: list[str | bytes] = []
+    for index, (name, record_version) in enumerate(listed):
+        value = fields.get(_VALUE_FIELDS[index])
+        if value is None:
+            raise EntryError(f"missing field {_VALUE_FIELDS[index]!r} (value of {name!r})")
+        # The values are passed through unparsed; this catches truncation and mix-ups cheaply.
+        if value[:1] != b"{" or value[-1:] != b"}":
+            raise EntryError(f"{_VALUE_FIELDS[index]}: expected a JSON object")
+        records += (name, str(record_version), value)
+    if _VALUE_FIELDS[len(listed)] in fields:
+        raise EntryError(f"field {_VALUE_FIELDS[len(listed)]!r} is not listed in envelope.records")
+    return tuple(records)
+
+
+def _check_names(kind: EventKind, envelope: Mapping[str, Any], names: list[str]) -> None:
+    """Refuse record fields an event of ``kind`` may not write."""
+    if len(names) > 1 and len(set(names)) != len(names):
         raise EntryError("envelope.records: a field is listed twice")
-    if kind is EventKind.DELETED:
-        if names:
-            raise EntryError("envelope.records: a deletion carries no records")
+    if kind is EventKind.ENTITLEMENTS:
+        if not names or names[0] != STATE_FIELD:
+            raise EntryError(f"envelope.records[0]: must be {STATE_FIELD!r}")
+        for index in range(1, len(names)):
+            if not names[index].startswith(_USAGE_PREFIXES):
+                raise EntryError(
+                    f"envelope.records[{index}]: {names[index]!r} is not a usage field"
+                )
     elif kind is EventKind.USAGE:
+        feature_id, currency_id = envelope.get("featureId"), envelope.get("currencyId")
+        if type(feature_id) is not str:
+            feature_id = _text_or_none(envelope, "featureId")
+        if type(currency_id) is not str:
+            currency_id = _text_or_none(envelope, "currencyId")
         try:
-            expected = usage_field(
-                _optional_text(envelope, "featureId"), _optional_text(envelope, "currencyId")
-            )
+            expected = usage_field(feature_id, currency_id)
         except ValueError as exc:
             raise EntryError(f"envelope: {exc}") from exc
         if names != [expected]:
             raise EntryError(f"envelope.records: a usage event writes exactly {expected!r}")
-    else:
-        if not names or names[0] != STATE_FIELD:
-            raise EntryError(f"envelope.records[0]: must be {STATE_FIELD!r}")
-        for index, name in enumerate(names[1:], start=1):
-            if not name.startswith((FEATURE_USAGE_PREFIX, CREDIT_USAGE_PREFIX)):
-                raise EntryError(f"envelope.records[{index}]: {name!r} is not a usage field")
-    return names
+    elif names:
+        raise EntryError("envelope.records: a deletion carries no records")
