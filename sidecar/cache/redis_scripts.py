@@ -1,9 +1,9 @@
 """Lua sources run by :class:`sidecar.cache.redis_store.RedisStore`.
 
-Every write to the persistent cache is one script, so the version comparison and the write
-happen atomically on the server: there is no window between reading a stored version and
+Every write to the persistent cache runs inside a script, so the version comparison and the
+write happen atomically on the server: there is no window between reading a stored version and
 writing a new value in which another writer could slip in (the race a client-side
-read-then-MULTI has). Each script touches only ``KEYS[1]``, which keeps it valid on Redis
+read-then-MULTI has). A script call touches only the keys it is given, all in one slot on Redis
 Cluster. Scripts are sent by SHA (EVALSHA); the store falls back to EVAL when a server
 answers NOSCRIPT, which also puts the script back into that server's cache.
 """
@@ -61,107 +61,125 @@ end
 
 """
 
-#: Compare-and-write any number of versioned hash fields.
+#: Versioned writes to any number of state hashes, in order: one script call carries many
+#: writes so that neither the client nor the server pays a command's overhead per write.
 #:
-#: KEYS[1]  the (customer, resource) state hash
-#: ARGV[1]  TTL in milliseconds; -1 (any value <= 0) means the hash never expires
+#: KEYS     the state hashes, one per write (on Redis Cluster all in one slot)
+#: ARGV[1]  TTL in milliseconds; -1 (any value <= 0) means the hashes never expire
 #: ARGV[2]  invalidation channel; '' means publish nothing
-#: ARGV[3]  invalidation payload
-#: ARGV[4..] triplets (field, version, value)
+#: then, per write, in KEYS order:
+#:   'a', payload, n, then n triplets (field, version, value)   -- apply records
+#:   'd', payload, version                                       -- delete
 #:
-#: A triplet is written (value into ``field``, version into ``field:v``) iff the hash holds no
-#: version for the field or holds an older one; an equal or newer stored version makes it a
-#: no-op counted as stale (see _VERSIONS for how versions compare), and so is every triplet
-#: not newer than the hash's ``deleted:v`` (see DELETE).
+#: Apply: a triplet is written (value into ``field``, version into ``field:v``) iff the hash
+#: holds no version for the field or an older one, and the hash's ``deleted:v`` is older too;
+#: otherwise it is a no-op counted as stale. Fields must be distinct within one write.
 #:
-#: Only when something was written does the hash get its TTL refreshed (PEXPIRE) or removed
-#: (PERSIST), and the payload published: a stale replay changes nothing, so nobody needs to hear
-#: about it. Returns ``{applied_count, stale_count}``.
-APPLY = _VERSIONS + """
-local key = KEYS[1]
+#: Delete: the hash keeps ``deleted:v``, the newest deletion's version. A deletion not newer
+#: than it is stale; a newer one removes each record (state or usage) not newer than itself and
+#: keeps the rest. With apply refusing anything not newer than ``deleted:v``, deletions and
+#: writes may arrive in any order and end where in-order delivery ends; nothing committed before
+#: a deletion comes back. A hash left without a ``state`` reads as a miss.
+#:
+#: A write that changed something gets the TTL refreshed (PEXPIRE) or removed (PERSIST) and its
+#: payload published; a deletion publishes even when there was nothing to remove, since
+#: sidecars may still hold the customer in memory. Each write runs under pcall, so one hash of
+#: the wrong type fails that write alone. Returns three values per write: applied (for a
+#: deletion, 1 when a state was removed), stale, and '' or the error that stopped the write.
+WRITE = _VERSIONS + """
 local ttl = tonumber(ARGV[1])
 local channel = ARGV[2]
-local applied, stale = 0, 0
--- Nothing committed before the newest deletion (see DELETE) may come back.
-local floor = redis.call('HGET', key, 'deleted:v')
-if floor and not canonical(floor) then
-  floor = nil
-end
-for i = 4, #ARGV, 3 do
-  local name, version, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local version_name = name .. ':v'
-  local held = redis.call('HGET', key, version_name)
-  if floor and not greater(version, floor) then
-    stale = stale + 1
-  elseif held and canonical(held) and not greater(version, held) then
-    stale = stale + 1
-  else
-    redis.call('HSET', key, name, value, version_name, version)
-    applied = applied + 1
-  end
-end
-if applied > 0 then
+
+local function touch(key, payload)
   if ttl > 0 then
     redis.call('PEXPIRE', key, ttl)
   else
     redis.call('PERSIST', key)
   end
   if channel ~= '' then
-    redis.call('PUBLISH', channel, ARGV[3])
+    redis.call('PUBLISH', channel, payload)
   end
 end
-return {applied, stale}
-"""
 
-#: Delete a (customer, resource): drop every record committed before the deletion, remember
-#: the deletion's version, and announce it.
-#:
-#: KEYS[1] the state hash; ARGV[1] TTL in milliseconds (-1: none); ARGV[2] invalidation channel
-#: ('' = publish nothing); ARGV[3] payload; ARGV[4] the deletion's version (upstream's one
-#: version counter, which orders states, usage records and deletions alike).
-#:
-#: Versioned like every other write, so deletions and writes may arrive in any order and still
-#: end where in-order delivery ends: the hash keeps ``deleted:v``, the newest deletion's version;
-#: a deletion not newer than it is stale; a newer one removes each record (state or usage) not
-#: newer than itself and keeps the rest; and APPLY treats every record not newer than
-#: ``deleted:v`` as stale, so nothing committed before a deletion comes back. A hash left
-#: without a ``state`` reads as a miss. The payload is published even when there was nothing to
-#: remove (expired, say): sidecars may still hold the customer in memory. Returns
-#: ``{removed, stale}``: removed is 1 when a state was removed.
-DELETE = _VERSIONS + """
-local key = KEYS[1]
-local ttl = tonumber(ARGV[1])
-local version = ARGV[4]
-local floor = redis.call('HGET', key, 'deleted:v')
-if floor and canonical(floor) and not greater(version, floor) then
-  return {0, 1}
-end
-local removed = 0
-local fields = redis.call('HGETALL', key)
-for i = 1, #fields, 2 do
-  local name, held = fields[i], fields[i + 1]
-  -- Versions are canonical integers and values JSON objects, so a field is a version exactly
-  -- when its name ends in ':v' and its content is canonical.
-  if name ~= 'deleted:v' and string.sub(name, -2) == ':v' and canonical(held) then
-    if not greater(held, version) then
-      local record = string.sub(name, 1, -3)
-      if record == 'state' and redis.call('HEXISTS', key, 'state') == 1 then
-        removed = 1
-      end
-      redis.call('HDEL', key, record, name)
+local function apply(key, payload, first, count)
+  local applied, stale = 0, 0
+  local floor = redis.call('HGET', key, 'deleted:v')
+  if floor and not canonical(floor) then
+    floor = nil
+  end
+  for i = first, first + (count - 1) * 3, 3 do
+    local name, version, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+    local version_name = name .. ':v'
+    local held = redis.call('HGET', key, version_name)
+    if floor and not greater(version, floor) then
+      stale = stale + 1
+    elseif held and canonical(held) and not greater(version, held) then
+      stale = stale + 1
+    else
+      redis.call('HSET', key, name, value, version_name, version)
+      applied = applied + 1
     end
   end
+  if applied > 0 then
+    touch(key, payload)
+  end
+  return applied, stale
 end
-redis.call('HSET', key, 'deleted:v', version)
-if ttl > 0 then
-  redis.call('PEXPIRE', key, ttl)
-else
-  redis.call('PERSIST', key)
+
+local function delete(key, payload, version)
+  local floor = redis.call('HGET', key, 'deleted:v')
+  if floor and canonical(floor) and not greater(version, floor) then
+    return 0, 1
+  end
+  local removed = 0
+  local fields = redis.call('HGETALL', key)
+  for i = 1, #fields, 2 do
+    local name, held = fields[i], fields[i + 1]
+    -- Versions are canonical integers and values JSON objects, so a field is a version exactly
+    -- when its name ends in ':v' and its content is canonical.
+    if name ~= 'deleted:v' and string.sub(name, -2) == ':v' and canonical(held) then
+      if not greater(held, version) then
+        local record = string.sub(name, 1, -3)
+        if record == 'state' and redis.call('HEXISTS', key, 'state') == 1 then
+          removed = 1
+        end
+        redis.call('HDEL', key, record, name)
+      end
+    end
+  end
+  redis.call('HSET', key, 'deleted:v', version)
+  touch(key, payload)
+  return removed, 0
 end
-if ARGV[2] ~= '' then
-  redis.call('PUBLISH', ARGV[2], ARGV[3])
+
+local out = {}
+local pos = 3
+for k = 1, #KEYS do
+  local op, payload = ARGV[pos], ARGV[pos + 1]
+  local ok, applied, stale
+  if op == 'd' then
+    ok, applied, stale = pcall(delete, KEYS[k], payload, ARGV[pos + 2])
+    pos = pos + 3
+  else
+    local count = tonumber(ARGV[pos + 2])
+    ok, applied, stale = pcall(apply, KEYS[k], payload, pos + 3, count)
+    pos = pos + 3 + count * 3
+  end
+  if ok then
+    out[#out + 1] = applied
+    out[#out + 1] = stale
+    out[#out + 1] = ''
+  else
+    local problem = applied
+    if type(problem) == 'table' then
+      problem = problem.err or 'error'
+    end
+    out[#out + 1] = -1
+    out[#out + 1] = 0
+    out[#out + 1] = tostring(problem)
+  end
 end
-return {removed, 0}
+return out
 """
 
 #: Release a lock only if ``ARGV[1]`` is still the token stored at ``KEYS[1]``: a holder whose
@@ -174,6 +192,5 @@ end
 return 0
 """
 
-APPLY_SCRIPT = LuaScript("apply", APPLY)
-DELETE_SCRIPT = LuaScript("delete", DELETE)
+WRITE_SCRIPT = LuaScript("write", WRITE)
 UNLOCK_SCRIPT = LuaScript("unlock", UNLOCK)

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii
 from typing import Any, TypeAlias
 
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
 from sidecar.cache.hash_writes import (
@@ -44,7 +45,7 @@ from sidecar.cache.redis_keys import (
     ttl_ms,
     version_field,
 )
-from sidecar.cache.redis_scripts import APPLY_SCRIPT, DELETE_SCRIPT, UNLOCK_SCRIPT, LuaScript
+from sidecar.cache.redis_scripts import UNLOCK_SCRIPT, WRITE_SCRIPT, LuaScript
 from sidecar.errors import CacheRejected, CacheUnavailable, WritesRejected
 from sidecar.model.events import ChangeEvent
 from sidecar.model.state import (
@@ -74,7 +75,19 @@ _FINAL_ERRORS = ("WRONGTYPE",)
 # distinct corrupt keys cannot grow memory without bound.
 _MAX_LOGGED_CORRUPT = 4096
 
-_Call: TypeAlias = tuple[LuaScript, str, tuple[str | bytes | int, ...]]
+# Writes per script call, and arguments per call: a call holds Redis while it runs, so it is
+# kept to a few milliseconds; both bounds are far above what one write needs.
+WRITES_PER_CALL = 64
+ARGS_PER_CALL = 4096
+
+
+@dataclass(slots=True)
+class _Call:
+    script: LuaScript
+    keys: list[str]
+    args: list[str | bytes | int]
+    #: For WRITE calls: where each write this call carries sits in the caller's list.
+    writes: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,8 +194,8 @@ class RedisStore:
         self, snapshot: CustomerSnapshot, *, committed_at_ms: int | None = None
     ) -> ApplyResult:
         """Write the state and every usage record of ``snapshot``, each only if newer."""
-        write = snapshot_write(snapshot, committed_at_ms)
-        return _apply_result(await self._run_one(self._call(write)))
+        (result,) = await self.apply_writes([snapshot_write(snapshot, committed_at_ms)])
+        return result
 
     async def apply_usage(
         self,
@@ -203,7 +216,8 @@ class RedisStore:
             currency_id=currency_id,
             committed_at_ms=committed_at_ms,
         )
-        return _apply_result(await self._run_one(self._call(write)))
+        (result,) = await self.apply_writes([write])
+        return result
 
     async def apply_events(self, events: Sequence[ChangeEvent]) -> list[ApplyResult]:
         """Apply change events in one pipelined round trip; one result per event, in order.
@@ -221,15 +235,20 @@ class RedisStore:
         :class:`WritesRejected` when Redis refused some writes for good: its ``outcomes`` hold
         an ApplyResult for each write that went through and the CacheRejected of each refused.
         """
-        calls = [self._call(write) for write in writes]
-        try:
-            results = await self._run_many(calls)
-        except WritesRejected as exc:
-            outcomes = [
-                o if isinstance(o, CacheRejected) else _apply_result(o) for o in exc.outcomes
-            ]
-            raise WritesRejected(str(exc), outcomes) from None
-        return [_apply_result(result) for result in results]
+        calls = self._plan(writes)
+        replies = await self._run_many(calls)
+        slots: dict[int, ApplyResult | CacheRejected] = {}
+        rejected: CacheRejected | None = None
+        for call, reply in zip(calls, replies, strict=True):
+            for offset, index in enumerate(call.writes):
+                outcome = _write_outcome(call, offset, reply)
+                if isinstance(outcome, CacheRejected):
+                    rejected = rejected or outcome
+                slots[index] = outcome
+        outcomes = [slots[index] for index in range(len(writes))]
+        if rejected is not None:
+            raise WritesRejected(str(rejected), outcomes)
+        return outcomes  # type: ignore[return-value]
 
     async def delete(self, customer_id: str, resource_id: str | None) -> None:
         """Drop the stored hash; publishes nothing (deletion events go through apply_events)."""
@@ -265,7 +284,7 @@ class RedisStore:
     async def unlock(self, customer_id: str, resource_id: str | None, token: str) -> None:
         """Release the lock if ``token`` still holds it; otherwise do nothing."""
         key = lock_key(self.prefix, customer_id, resource_id)
-        await self._run_one((UNLOCK_SCRIPT, key, (token,)))
+        await self._run_one(_Call(UNLOCK_SCRIPT, [key], [token]))
 
     async def publish_refetch(
         self, customer_id: str, resource_id: str | None, payload: str
@@ -282,29 +301,61 @@ class RedisStore:
 
     # ------------------------------------------------------------------ script calls
 
-    def _call(self, write: HashWrite) -> _Call:
-        key = state_key(self.prefix, write.customer_id, write.resource_id)
+    def _segment(self, write: HashWrite) -> list[str | bytes | int]:
+        """One write's part of a WRITE call's arguments (see redis_scripts.WRITE)."""
         payload = ""
         if self._channel:
             payload = Invalidation(
                 write.customer_id, write.resource_id, write.version, write.committed_at_ms
             ).encode()
         if write.delete:
-            version = version_text(write.version)
-            return DELETE_SCRIPT, key, (self.ttl_ms, self._channel, payload, version)
-        return APPLY_SCRIPT, key, (self.ttl_ms, self._channel, payload, *write.records)
+            return ["d", payload, version_text(write.version)]
+        return ["a", payload, len(write.records) // 3, *write.records]
+
+    def _plan(self, writes: Sequence[HashWrite]) -> list[_Call]:
+        """Pack the writes into WRITE calls, in order, each within the size bounds.
+
+        On a cluster the writes are first grouped by hash slot (a call's keys must share one),
+        which keeps every key's writes in their original order.
+        """
+        groups: list[list[int]]
+        keys = [state_key(self.prefix, w.customer_id, w.resource_id) for w in writes]
+        if isinstance(self._client, RedisCluster):
+            by_slot: dict[int, list[int]] = {}
+            for index, key in enumerate(keys):
+                by_slot.setdefault(key_slot(key.encode()), []).append(index)
+            groups = list(by_slot.values())
+        else:
+            groups = [list(range(len(writes)))]
+        calls: list[_Call] = []
+        for group in groups:
+            call: _Call | None = None
+            for index in group:
+                segment = self._segment(writes[index])
+                if (
+                    call is None
+                    or len(call.writes) >= WRITES_PER_CALL
+                    or len(call.args) + len(segment) > ARGS_PER_CALL
+                ):
+                    call = _Call(WRITE_SCRIPT, [], [self.ttl_ms, self._channel])
+                    calls.append(call)
+                call.keys.append(keys[index])
+                call.args += segment
+                call.writes.append(index)
+        return calls
 
     async def _run_one(self, call: _Call) -> Any:
-        script, key, args = call
+        script, keys, args = call.script, call.keys, call.args
         with _translate(script.name):
             try:
-                return await self._client.evalsha(script.sha, 1, key, *args)
+                return await self._client.evalsha(script.sha, len(keys), *keys, *args)
             except NoScriptError:
                 # EVAL runs the script and puts it back into this server's script cache.
-                return await self._client.eval(script.source, 1, key, *args)
+                return await self._client.eval(script.source, len(keys), *keys, *args)
 
     async def _run_many(self, calls: Sequence[_Call]) -> list[Any]:
-        """The calls' replies in order; see apply_writes for what it raises."""
+        """The calls' replies in order, a CacheRejected for a call Redis refused for good;
+        raises CacheUnavailable when Redis failed."""
         if not calls:
             return []
         results = await self._pipeline(calls, by_sha=True)
@@ -312,36 +363,31 @@ class RedisStore:
         if first is not None:
             # Re-run everything from the first NOSCRIPT on, in order, with EVAL. Redoing calls
             # that already ran is harmless (a versioned write repeats as stale), and redoing the
-            # whole tail keeps a deletion ordered after the writes that preceded it.
+            # whole tail keeps every key's writes in order.
             again = await self._pipeline(calls[first:], by_sha=False)
             for offset, result in enumerate(again):
                 # A call that succeeded the first time keeps that result: it reports what the
                 # call actually changed, the rerun would only report a stale repeat.
                 if isinstance(results[first + offset], Exception):
                     results[first + offset] = result
-        rejected: CacheRejected | None = None
         for index, (call, result) in enumerate(zip(calls, results, strict=True)):
             if isinstance(result, Exception):
                 failure = _failure(call, result)
                 if not isinstance(failure, CacheRejected):
                     raise failure
-                rejected = rejected or failure
                 results[index] = failure
-        if rejected is not None:
-            raise WritesRejected(str(rejected), results)
         return results
 
     async def _pipeline(self, calls: Sequence[_Call], *, by_sha: bool) -> list[Any]:
         with _translate("pipeline"):
             async with self._client.pipeline(transaction=False) as pipe:
-                for script, key, args in calls:
+                for call in calls:
                     # execute_command rather than pipe.evalsha(): redis-py's cluster pipeline
                     # refuses the EVALSHA method outright because a script may touch keys in
-                    # several slots. Ours touch KEYS[1] only, which the pipeline routes by.
-                    if by_sha:
-                        pipe.execute_command("EVALSHA", script.sha, 1, key, *args)
-                    else:
-                        pipe.execute_command("EVAL", script.source, 1, key, *args)
+                    # several slots. Ours touch keys of one slot, which the pipeline routes by.
+                    head = call.script.sha if by_sha else call.script.source
+                    command = "EVALSHA" if by_sha else "EVAL"
+                    pipe.execute_command(command, head, len(call.keys), *call.keys, *call.args)
                 return list(await pipe.execute(raise_on_error=False))
 
 
@@ -358,28 +404,39 @@ def _translate(operation: str) -> Iterator[None]:
         raise CacheUnavailable(message) from exc
 
 
-def _failure(call: _Call, error: Exception) -> CacheUnavailable:
-    """The error one pipelined call answered with, as the store reports it."""
-    message = f"redis {call[0].name} on {call[1]}: {error}"
+def _failure(call: _Call, error: object, key: str | None = None) -> CacheUnavailable:
+    """The error a call (or one write in it) answered with, as the store reports it."""
+    detail = _text(error) if isinstance(error, bytes) else str(error)
+    message = f"redis {call.script.name} on {key or call.keys[0]}: {detail}"
     # Only errors that name the data itself are final. Everything else (OOM, BUSY, LOADING,
     # READONLY, CLUSTERDOWN, ACL, "max clients"...) may pass, and parking entries because of
     # it would throw away good events, so it stays an outage.
     return CacheRejected(message) if _final(error) else CacheUnavailable(message)
 
 
-def _final(error: BaseException) -> bool:
-    return isinstance(error, ResponseError) and str(error).startswith(_FINAL_ERRORS)
+def _final(error: object) -> bool:
+    if isinstance(error, bytes):
+        error = _text(error)
+    if isinstance(error, str | ResponseError):
+        return str(error).startswith(_FINAL_ERRORS)
+    return False
+
+
+def _write_outcome(call: _Call, offset: int, reply: Any) -> ApplyResult | CacheRejected:
+    """What the WRITE call's ``offset``-th write did; raises when Redis failed outright."""
+    if isinstance(reply, CacheRejected):
+        return reply
+    applied, stale, problem = reply[offset * 3 : offset * 3 + 3]
+    if problem:
+        failure = _failure(call, problem, call.keys[offset])
+        if not isinstance(failure, CacheRejected):
+            raise failure
+        return failure
+    return ApplyResult(applied=int(applied), stale=int(stale))
 
 
 def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _apply_result(result: Any) -> ApplyResult:
-    if isinstance(result, list):
-        return ApplyResult(applied=int(result[0]), stale=int(result[1]))
-    # DELETE answers with the number of hashes it removed.
-    return ApplyResult(applied=int(result), stale=0)
 
 
 def _decode_hash(

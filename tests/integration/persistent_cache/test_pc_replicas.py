@@ -34,6 +34,14 @@ async def test_two_replicas_split_the_stream(
             service_settings(redis_prefix, redis_server, up, consumer_name="replica-b")
         ) as b,
     ):
+        async def all_lanes_waiting() -> bool:
+            # Every lane of both replicas blocked in XREADGROUP: Redis hands new entries to
+            # blocked readers first come first served, so both replicas get some of the burst.
+            clients = await events.client_list()
+            readers = [c for c in clients if c["cmd"] == "xreadgroup" and "b" in c["flags"]]
+            return len(readers) == 2 * a.settings.batches_in_flight
+
+        await wait_for(all_lanes_waiting, what="both replicas waiting for entries")
         customers = [f"shared-{i}" for i in range(20)]
         provision(up, customers)
         for round_ in range(15):

@@ -11,7 +11,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
 from sidecar.cache.redis_keys import invalidation_channel, state_key
-from sidecar.cache.redis_scripts import APPLY_SCRIPT
+from sidecar.cache.redis_scripts import WRITE_SCRIPT
 from sidecar.cache.redis_store import ApplyResult, Invalidation, RedisStore
 from sidecar.model.events import ChangeEvent, EventKind
 from sidecar.model.state import UsageRecord
@@ -123,10 +123,10 @@ async def test_apply_events_batch_spanning_every_master(
 
 
 async def apply_script_cached(client: RedisCluster) -> list[bool]:
-    """Whether each master has the apply script in its script cache."""
+    """Whether each master has the write script in its script cache."""
     found = []
     for node in client.get_primaries():
-        exists = await client.execute_command("SCRIPT EXISTS", APPLY_SCRIPT.sha, target_nodes=node)
+        exists = await client.execute_command("SCRIPT EXISTS", WRITE_SCRIPT.sha, target_nodes=node)
         found.append(bool(next(iter(exists))))
     return found
 

@@ -20,8 +20,8 @@ from sidecar.cache.redis_keys import (
     refetch_channel,
     state_key,
 )
-from sidecar.cache.redis_scripts import APPLY_SCRIPT, DELETE_SCRIPT, UNLOCK_SCRIPT
-from sidecar.cache.redis_store import ApplyResult, Invalidation, RedisStore
+from sidecar.cache.redis_scripts import UNLOCK_SCRIPT, WRITE_SCRIPT
+from sidecar.cache.redis_store import WRITES_PER_CALL, ApplyResult, Invalidation, RedisStore
 from sidecar.errors import CacheRejected, CacheUnavailable, SourceUnavailable, WritesRejected
 from sidecar.model.events import ChangeEvent, EventKind
 from sidecar.model.state import UsageRecord, encode_state, epoch_ms
@@ -508,7 +508,7 @@ async def test_script_cache_flush_is_transparent(own_store: RedisStore, own_clie
     ]
     assert await store.apply_events(events) == [ApplyResult(1, 0), ApplyResult(0, 0)]
     # The fallback put the scripts back, so the next calls go by SHA again.
-    assert await client.script_exists(APPLY_SCRIPT.sha, DELETE_SCRIPT.sha) == [True, True]
+    assert await client.script_exists(WRITE_SCRIPT.sha) == [True]
 
     await client.script_flush()
     assert await store.try_lock("cust-f", None, "tok", 5_000)
@@ -517,27 +517,28 @@ async def test_script_cache_flush_is_transparent(own_store: RedisStore, own_clie
     assert await client.script_exists(UNLOCK_SCRIPT.sha) == [True]
 
 
-async def test_partial_noscript_keeps_a_deletion_after_the_writes_before_it(
+async def test_a_batch_of_many_calls_replays_in_order_after_a_script_flush(
     own_store: RedisStore, own_client: Redis
 ) -> None:
     store, client = own_store, own_client
-    # Only the delete script survives (another process loaded it): the write before the
-    # deletion fails with NOSCRIPT and the deletion succeeds. Retrying just the failed write
-    # would resurrect the deleted customer; the store must replay the tail in order.
     await client.script_flush()
-    await client.script_load(DELETE_SCRIPT.source)
+    # More writes than one script call carries, with a key written early, deleted in a later
+    # call and then written again: every call answers NOSCRIPT and is re-sent, in order.
     events = [
-        event(
-            EventKind.ENTITLEMENTS, 1, "cust-n", 1, snapshot=versioned(demo_snapshot("cust-n"), 1)
-        ),
-        event(EventKind.DELETED, 2, "cust-n", 2),
+        event(EventKind.USAGE, n, f"cust-m{n}", n, feature_id="f", usage=usage_record(1, n))
+        for n in range(1, WRITES_PER_CALL * 2)
     ]
+    first = versioned(demo_snapshot("cust-n"), 1)
+    events.insert(0, event(EventKind.ENTITLEMENTS, 0, "cust-n", 1, snapshot=first))
+    events.append(event(EventKind.DELETED, 900, "cust-n", 900))
+    again = versioned(demo_snapshot("cust-n"), 901, usage=901)
+    events.append(event(EventKind.ENTITLEMENTS, 901, "cust-n", 901, snapshot=again))
     results = await store.apply_events(events)
-    # Replayed after the deletion, the write finds the tombstone: all four records are stale.
-    assert results == [ApplyResult(0, 4), ApplyResult(0, 0)]
-    assert await store.get("cust-n", None) is None
-    # Only the deletion's version is left.
-    assert await client.hgetall(state_key(store.prefix, "cust-n", None)) == {b"deleted:v": b"2"}
+    assert results[0] == ApplyResult(4, 0)
+    assert results[1:-2] == [ApplyResult(1, 0)] * (WRITES_PER_CALL * 2 - 1)
+    assert results[-2:] == [ApplyResult(1, 0), ApplyResult(4, 0)]
+    assert await store.get("cust-n", None) == again
+    assert await client.script_exists(WRITE_SCRIPT.sha) == [True]
 
 
 # ------------------------------------------------------------------ Redis down and back
