@@ -106,10 +106,10 @@ SPECS: tuple[Spec, ...] = (
         "BATCHES_IN_FLIGHT",
         "batches_in_flight",
         int_in(1, 16),
-        "2",
-        "Batches read, written and acked at once by one replica. Two let the process decode and"
-        " pack one batch while Redis runs the other's writes (order never matters: every write"
-        " is versioned).",
+        "4",
+        "Batches read, written and acked at once by one replica, so the process decodes and"
+        " packs some while Redis runs the others' writes (order never matters: every write is"
+        " versioned).",
     ),
     Spec(
         "BLOCK_MS",
@@ -184,7 +184,7 @@ class Settings:
     consumer_group: str = "persistent-cache"
     consumer_name: str = field(default_factory=default_consumer_name)
     batch_size: int = 500
-    batches_in_flight: int = 2
+    batches_in_flight: int = 4
     block_ms: int = 1000
     claim_idle_ms: int = 30_000
     api_url: str = "http://127.0.0.1:8787"

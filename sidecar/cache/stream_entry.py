@@ -110,6 +110,7 @@ _VALUE_FIELDS = [value_field(index) for index in range(MAX_RECORDS + 1)]
 _USAGE_PREFIXES = (FEATURE_USAGE_PREFIX, CREDIT_USAGE_PREFIX)
 _SCHEMA = EVENT_SCHEMA_VERSION
 _LOW, _HIGH = -MAX_VERSION, MAX_VERSION
+_DECODER = json.JSONDecoder()
 
 
 def _kind(value: object) -> str:
@@ -131,15 +132,28 @@ def _text_or_none(envelope: Mapping[str, Any], key: str) -> str | None:
     return value
 
 
+def _load(raw: bytes | str) -> Any:
+    try:
+        text = raw.decode() if type(raw) is bytes else raw
+        # raw_decode skips json.loads' whitespace handling; upstream writes none. Anything it
+        # does not take whole goes through json.loads, which accepts it or says what is wrong.
+        envelope, end = _DECODER.raw_decode(text)  # type: ignore[arg-type]
+        if end == len(text):
+            return envelope
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        pass
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise EntryError(f"envelope: not valid JSON ({exc})") from exc
+
+
 def decode_entry(fields: Mapping[str, bytes]) -> HashWrite:
     """The write an envelope entry stands for; :class:`EntryError` names what is wrong."""
     raw = fields.get(ENVELOPE_FIELD)
     if raw is None:
         raise EntryError(f"missing field {ENVELOPE_FIELD!r}")
-    try:
-        envelope = json.loads(raw.decode() if type(raw) is bytes else raw)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise EntryError(f"envelope: not valid JSON ({exc})") from exc
+    envelope = _load(raw)
     if type(envelope) is not dict:
         raise EntryError(f"envelope: expected an object, got {_kind(envelope)}")
     get = envelope.get
@@ -153,7 +167,7 @@ def decode_entry(fields: Mapping[str, bytes]) -> HashWrite:
     if type(customer_id) is not str or not customer_id:
         raise EntryError("envelope.customerId: expected a non-empty string")
     resource_id = get("resourceId")
-    if type(resource_id) is not str:
+    if resource_id is not None and type(resource_id) is not str:
         resource_id = _text_or_none(envelope, "resourceId")
     version = get("version")
     if type(version) is not int or not _LOW < version < _HIGH:
@@ -179,27 +193,29 @@ def _records(
     listed = envelope.get("records")
     if type(listed) is not list:
         raise EntryError(f"envelope.records: expected an array, got {_kind(listed)}")
-    if len(listed) > MAX_RECORDS:
-        raise EntryError(f"envelope.records: {len(listed)} records, at most {MAX_RECORDS}")
+    count = len(listed)
+    if count > MAX_RECORDS:
+        raise EntryError(f"envelope.records: {count} records, at most {MAX_RECORDS}")
+    get = fields.get
     names: list[str] = []
+    records: list[str | bytes] = []
     for index, item in enumerate(listed):
         if type(item) is not list or len(item) != 2 or type(item[0]) is not str:
             raise EntryError(f"envelope.records[{index}]: expected [field, version]")
-        if type(item[1]) is not int or not _LOW < item[1] < _HIGH:
-            raise _not_int(f"envelope.records[{index}][1]", item[1])
-        names.append(item[0])
-    _check_names(kind, envelope, names)
-    records: list[str | bytes] = []
-    for index, (name, record_version) in enumerate(listed):
-        value = fields.get(_VALUE_FIELDS[index])
+        name, record_version = item
+        if type(record_version) is not int or not _LOW < record_version < _HIGH:
+            raise _not_int(f"envelope.records[{index}][1]", record_version)
+        value = get(_VALUE_FIELDS[index])
         if value is None:
             raise EntryError(f"missing field {_VALUE_FIELDS[index]!r} (value of {name!r})")
         # The values are passed through unparsed; this catches truncation and mix-ups cheaply.
         if value[:1] != b"{" or value[-1:] != b"}":
             raise EntryError(f"{_VALUE_FIELDS[index]}: expected a JSON object")
+        names.append(name)
         records += (name, str(record_version), value)
-    if _VALUE_FIELDS[len(listed)] in fields:
-        raise EntryError(f"field {_VALUE_FIELDS[len(listed)]!r} is not listed in envelope.records")
+    if _VALUE_FIELDS[count] in fields:
+        raise EntryError(f"field {_VALUE_FIELDS[count]!r} is not listed in envelope.records")
+    _check_names(kind, envelope, names)
     return tuple(records)
 
 
@@ -217,9 +233,9 @@ def _check_names(kind: EventKind, envelope: Mapping[str, Any], names: list[str])
                 )
     elif kind is EventKind.USAGE:
         feature_id, currency_id = envelope.get("featureId"), envelope.get("currencyId")
-        if type(feature_id) is not str:
+        if feature_id is not None and type(feature_id) is not str:
             feature_id = _text_or_none(envelope, "featureId")
-        if type(currency_id) is not str:
+        if currency_id is not None and type(currency_id) is not str:
             currency_id = _text_or_none(envelope, "currencyId")
         try:
             expected = usage_field(feature_id, currency_id)

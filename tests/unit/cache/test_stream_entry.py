@@ -145,6 +145,13 @@ def envelope_with(base: ChangeEvent, **changes: Any) -> Callable[[], dict[str, b
             else:
                 body[key] = value
         fields["envelope"] = json.dumps(body).encode()
+        # One value per listed record, so each case tests the envelope and nothing else.
+        listed = body.get("records")
+        if isinstance(listed, list):
+            for index in range(len(listed), len(listed) + 64):
+                fields.pop(f"r{index}", None)
+            for index in range(len(listed)):
+                fields.setdefault(f"r{index}", b"{}")
         return fields
 
     return build
@@ -166,6 +173,8 @@ def fields_with(base: ChangeEvent, **changes: bytes | None) -> Callable[[], dict
 REFUSED: dict[str, tuple[Callable[[], dict[str, bytes]], str]] = {
     "no envelope": (fields_with(USAGE, envelope=None), "missing field 'envelope'"),
     "not json": (fields_with(USAGE, envelope=b"{nope"), "envelope: not valid JSON"),
+    "trailing garbage": (fields_with(USAGE, envelope=b'{"a":1} x'), "envelope: not valid JSON"),
+    "not utf-8": (fields_with(USAGE, envelope=b'{"\xff":1}'), "envelope: not valid JSON"),
     "not an object": (fields_with(USAGE, envelope=b"[]"), "envelope: expected an object"),
     "schema": (envelope_with(USAGE, schemaVersion=2), "envelope.schemaVersion"),
     "schema true": (envelope_with(USAGE, schemaVersion=True), "envelope.schemaVersion"),
