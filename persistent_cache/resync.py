@@ -31,7 +31,8 @@ from persistent_cache.cache import CacheStore
 from persistent_cache.errors import PersistentCacheError
 from persistent_cache.metrics import Metrics
 from persistent_cache.upstream_feed import UpstreamFeed
-from sidecar.errors import CacheUnavailable
+from sidecar.cache.hash_writes import HashWrite, event_write, snapshot_write
+from sidecar.errors import CacheRejected, CacheUnavailable, WritesRejected
 from sidecar.model.events import ChangeEvent, decode_event_dict
 from sidecar.model.state import CustomerSnapshot, StateDecodeError, decode_snapshot_dict
 from sidecar.tasks import cancel_and_wait
@@ -39,8 +40,8 @@ from sidecar.tasks import cancel_and_wait
 log = structlog.get_logger("persistent_cache.resync")
 
 PAGE_SIZE = 1000
-# Snapshot writes in flight at once: enough to hide round trips, few enough not to flood Redis.
-WRITE_CONCURRENCY = 64
+# Snapshot writes sent in one pipeline (the store packs them into script calls of 64).
+WRITE_CHUNK = 500
 ATTEMPTS = 3
 
 
@@ -56,6 +57,18 @@ class ResyncResult:
     skipped: int
     epoch: str
     seconds: float
+
+
+def _event_writes(events: Sequence[ChangeEvent]) -> tuple[list[HashWrite], int]:
+    """The writes of decoded events, and how many could not be written (a version out of
+    range, an inconsistent event); those are logged and skipped like undecodable ones."""
+    writes: list[HashWrite] = []
+    for event in events:
+        try:
+            writes.append(event_write(event))
+        except (ValueError, TypeError) as exc:
+            log.warning("resync_event_invalid", seq=event.seq, error=str(exc))
+    return writes, len(events) - len(writes)
 
 
 def _decode_states(raw: Sequence[Any], offset: int) -> tuple[list[CustomerSnapshot], int]:
@@ -160,11 +173,11 @@ class Resyncer:
         export = await self._feed.snapshot()
         canary: CustomerSnapshot | None = None
         states = skipped = 0
-        for offset in range(0, len(export.states), WRITE_CONCURRENCY):
-            chunk, bad = _decode_states(export.states[offset : offset + WRITE_CONCURRENCY], offset)
-            skipped += bad
-            await asyncio.gather(*(self._store.apply_snapshot(s) for s in chunk))
-            states += len(chunk)
+        for offset in range(0, len(export.states), WRITE_CHUNK):
+            chunk, bad = _decode_states(export.states[offset : offset + WRITE_CHUNK], offset)
+            refused = await self._write([snapshot_write(snapshot) for snapshot in chunk])
+            skipped += bad + refused
+            states += len(chunk) - refused
             canary = canary or (chunk[0] if chunk else None)
         events, bad = await self._catch_up(export.seq)
         skipped += bad
@@ -180,16 +193,31 @@ class Resyncer:
             self.covered_through = position
         return ResyncResult(trigger, states, events, skipped, epoch, time.perf_counter() - started)
 
+    async def _write(self, writes: Sequence[HashWrite]) -> int:
+        """Write; returns how many writes Redis refused for good (a key of the wrong type).
+
+        A refused key must not keep every other customer out of the cache: it is logged and
+        counted as skipped, and the epoch still goes up.
+        """
+        try:
+            await self._store.apply_writes(writes)
+        except WritesRejected as exc:
+            refused = [o for o in exc.outcomes if isinstance(o, CacheRejected)]
+            for problem in refused:
+                log.warning("resync_state_refused", error=str(problem))
+            return len(refused)
+        return 0
+
     async def _catch_up(self, cursor: int) -> tuple[int, int]:
         """Apply the feed from ``cursor`` to its head; returns (events written, skipped)."""
         written = skipped = 0
         while True:
             page = await self._feed.changes(cursor, PAGE_SIZE)
             events, bad = _decode_events(page.events)
-            skipped += bad
-            if events:
-                await self._store.apply_events(events)
-            written += len(events)
+            writes, unfit = _event_writes(events)
+            refused = await self._write(writes) if writes else 0
+            skipped += bad + unfit + refused
+            written += len(writes) - refused
             if not page.events or page.next >= page.head:
                 return written, skipped
             cursor = page.next

@@ -172,14 +172,15 @@ class RedisStore:
     async def get(self, customer_id: str, resource_id: str | None) -> CustomerSnapshot | None:
         """The stored snapshot, or None when there is none or it cannot be decoded."""
         key = state_key(self.prefix, customer_id, resource_id)
-        with _translate("HGETALL"):
-            raw: Mapping[Any, Any] = await self._client.hgetall(key)
-        if not raw:
-            return None
         try:
+            with _translate("HGETALL"):
+                raw: Mapping[Any, Any] = await self._client.hgetall(key)
+            if not raw:
+                return None
             return _decode_hash(raw, customer_id, resource_id)
-        except (ValueError, TypeError) as exc:
-            # A corrupt value must read as a miss: handing it on would put garbage in a cache.
+        except (ValueError, TypeError, CacheRejected) as exc:
+            # Corrupt content, or a key of another type, must read as a miss: handing it on
+            # would put garbage in a cache.
             self.decode_errors += 1
             if key not in self._logged_corrupt:
                 if len(self._logged_corrupt) >= _MAX_LOGGED_CORRUPT:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from persistent_cache.service import PersistentCacheService
-from sidecar.cache.redis_keys import change_stream
+from sidecar.cache.redis_keys import change_stream, state_key
 from tests.conftest import wait_for
 from tests.integration.persistent_cache.pc_support import (
     converged,
@@ -17,6 +17,7 @@ from tests.integration.persistent_cache.pc_support import (
     running_upstream,
     sample,
     service_settings,
+    state_keys,
     stream_length,
 )
 from tests.redis_server import RedisServer
@@ -141,3 +142,30 @@ async def test_redis_restart_is_survived_without_restarting_the_service(
         await wait_for(lambda: converged(svc.store, up), timeout=20, what="live after restart")
         # The same loop carried on through the outage; nothing was restarted.
         assert svc.consumer.running and await svc.is_ready()
+
+
+async def test_a_key_redis_refuses_is_skipped_and_the_rest_resynced(
+    redis_server: RedisServer, redis_prefix: str, tmp_path: Path
+) -> None:
+    async with (
+        redis_client(redis_server) as events,
+        running_upstream(tmp_path, redis_server, redis_prefix) as up,
+    ):
+        customers = [f"refused-{i}" for i in range(4)]
+        provision(up, customers)
+        await wait_for(lambda: published(redis_server, redis_prefix, up), what="events published")
+        await events.xtrim(change_stream(redis_prefix), maxlen=0)
+        # A foreign string where one customer's hash belongs: Redis refuses every write to it.
+        await events.set(state_key(redis_prefix, "refused-2", None), "squatter")
+
+        async with PersistentCacheService(service_settings(redis_prefix, redis_server, up)) as svc:
+            # The startup resync (the cache is empty), or a new one if it already finished.
+            result = await svc.resync()
+            assert result.skipped == 1
+            assert result.states == len(state_keys(up)) - 1
+            assert await svc.store.get_epoch() == result.epoch
+            for customer in customers:
+                got = await svc.store.get(customer, None)
+                assert (got is None) == (customer == "refused-2"), customer
+        assert await events.get(state_key(redis_prefix, "refused-2", None)) == "squatter"
+

@@ -474,6 +474,10 @@ async def test_a_write_redis_refuses_for_good_is_reported_alone(
     # One write alone is refused the same way, as CacheRejected rather than an outage.
     with pytest.raises(CacheRejected, match="WRONGTYPE"):
         await store.apply_snapshot(versioned(demo_snapshot("ev-squat"), state=2))
+    # Read, the squatted key is corrupt data: a miss, counted, never an error.
+    errors = store.decode_errors
+    assert await store.get("ev-squat", None) is None
+    assert store.decode_errors == errors + 1
 
 
 # ------------------------------------------------------------------ script cache loss
