@@ -87,6 +87,9 @@ class GeneratingSource:
         self.fetch_count += 1
         return self.make(customer_id)
 
+    async def reload(self, customer_id: str, resource_id: str | None) -> Any:
+        return await self.fetch(customer_id, resource_id)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 

@@ -199,7 +199,7 @@ class EntitlementService:
             return True
         key = (customer_id, resource_id)
         try:
-            snapshot = await self._source.fetch(customer_id, resource_id)
+            snapshot = await self._source.reload(customer_id, resource_id)
         except SourceError as exc:
             self._metrics.network_errors.inc()
             log.warning("reload_failed", customer_id=customer_id, error=str(exc))

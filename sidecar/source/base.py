@@ -66,6 +66,11 @@ class EntitlementSource(Protocol):
         """The current state; raises SourceUnavailable or SourceRejected."""
         ...
 
+    async def reload(self, customer_id: str, resource_id: str | None) -> CustomerSnapshot:
+        """The state from the source of truth itself, past any shared cache (ReloadEntitlements);
+        raises like fetch."""
+        ...
+
     async def report_usage(self, reports: Sequence[UsageReport]) -> list[UsageAck]:
         """Forward usage; acknowledgements come back in request order."""
         ...

@@ -125,6 +125,10 @@ class HttpUpstreamSource:
 
     # ------------------------------------------------------------------ reads
 
+    async def reload(self, customer_id: str, resource_id: str | None) -> CustomerSnapshot:
+        # Upstream is the source of truth; there is no cache in front of it to skip.
+        return await self.fetch(customer_id, resource_id)
+
     async def fetch(self, customer_id: str, resource_id: str | None) -> CustomerSnapshot:
         query = None if resource_id is None else {"resourceId": resource_id}
         url = self._url(("v1", "customers", customer_id, "entitlements"), query)

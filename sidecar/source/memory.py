@@ -61,6 +61,9 @@ class InMemorySource:
         for queue in self._subscribers:
             queue.put_nowait(change)
 
+    async def reload(self, customer_id: str, resource_id: str | None) -> CustomerSnapshot:
+        return await self.fetch(customer_id, resource_id)
+
     async def fetch(self, customer_id: str, resource_id: str | None) -> CustomerSnapshot:
         self.fetch_count += 1
         if self.gate is not None:

@@ -118,6 +118,15 @@ class RedisTieredSource:
             self._metrics.redis_misses.inc()
         return await self._refetch(customer_id, resource_id)
 
+    async def reload(self, customer_id: str, resource_id: str | None) -> CustomerSnapshot:
+        """Straight from upstream, then written back (versioned) so Redis catches up too.
+
+        A reload is asked for because the caller suspects what is cached; answering from Redis
+        would hand back the copy in doubt. Upstream failing fails the reload (no fallback to
+        Redis), as Stigg's reload does.
+        """
+        return await self._fetch_and_write(customer_id, resource_id)
+
     async def _refetch(self, customer_id: str, resource_id: str | None) -> CustomerSnapshot:
         """One upstream fetch per key across every process sharing this Redis.
 

@@ -143,3 +143,33 @@ async def test_expired_state_in_redis_is_refetched(tiers: Tiers, upstream: InMem
     assert upstream.fetch_count == 1
     stored = await outside.get("cust-1", None)
     assert stored is not None and stored.state.version == fresh.state.version
+
+
+async def test_reload_goes_past_redis_to_upstream_and_repairs_redis(
+    tiers: Tiers, upstream: InMemorySource
+) -> None:
+    upstream.put(with_seats(demo_snapshot("cust-1"), 4, version=0))
+    truth = upstream.put(with_seats(demo_snapshot("cust-1"), 5, version=0))
+    # Redis holds an older copy that nothing announced (a persistent cache that lagged): reads
+    # answer from it, and ReloadEntitlements is how a caller gets past it.
+    outside = await tiers.store(publish=False)
+    await outside.apply_snapshot(with_seats(truth, 3, version=truth.state.version - 1))
+    sidecar = await tiers.sidecar(upstream)
+    assert await sidecar.seat_limit("cust-1") == 3
+    assert upstream.fetch_count == 0
+
+    reply = await sidecar.stub.ReloadEntitlements(
+        pb.ReloadEntitlementsRequest(customer_id="cust-1")
+    )
+    assert reply.entitled_entity_exists
+    assert upstream.fetch_count == 1
+    assert await sidecar.seat_limit("cust-1") == 5
+    stored = await outside.get("cust-1", None)
+    assert stored is not None and stored.state.version == truth.state.version
+
+    # Upstream down: the reload fails (False) rather than vouching for the copy in Redis.
+    upstream.failure = SourceUnavailable("down")
+    reply = await sidecar.stub.ReloadEntitlements(
+        pb.ReloadEntitlementsRequest(customer_id="cust-1")
+    )
+    assert not reply.entitled_entity_exists
