@@ -4,20 +4,39 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
+import grpc
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
+from persistent_cache.service import PersistentCacheService
+from sidecar.app import Sidecar
 from sidecar.cache.redis_keys import invalidation_channel, state_key
 from sidecar.cache.redis_scripts import WRITE_SCRIPT
 from sidecar.cache.redis_store import ApplyResult, Invalidation, RedisStore
+from sidecar.main import _source as build_source
 from sidecar.model.events import ChangeEvent, EventKind
 from sidecar.model.state import UsageRecord
+from sidecar.observability import Metrics
+from sidecar.pb import sidecar_pb2 as pb
+from sidecar.pb import sidecar_pb2_grpc as pb_grpc
 from tests.builders import NOW, demo_snapshot
+from tests.conftest import make_settings, wait_for
+from tests.integration.persistent_cache.pc_support import (
+    API_KEY,
+    converged,
+    provision,
+    report,
+    resyncs,
+    running_upstream,
+    service_settings,
+)
 from tests.integration.redis.cluster import LocalRedisCluster
 from tests.integration.redis.support import next_message, subscribed, versioned
+from tests.redis_server import RedisServer
 
 COMMITTED = datetime(2026, 6, 15, 12, 0, 5, tzinfo=UTC)
 CUSTOMERS = [f"cluster-cust-{i}" for i in range(60)]
@@ -200,3 +219,72 @@ async def test_invalidation_reaches_a_subscriber_on_another_node(
             )
     finally:
         await plain.aclose()
+
+
+async def test_upstream_to_sidecar_through_the_cluster(
+    cluster: LocalRedisCluster, redis_server: RedisServer, redis_prefix: str, tmp_path: Path
+) -> None:
+    """The whole topology on a cluster, each piece built as its entry point builds it: upstream
+    streams to a plain Redis, the persistent cache reads it and writes the cluster, a sidecar
+    with ``REDIS_CLUSTER=1`` reads the cluster and hears invalidations published on any node."""
+    seed = cluster.ports[0]
+    async with running_upstream(tmp_path, redis_server, redis_prefix) as up:
+        cache_settings = service_settings(
+            redis_prefix,
+            redis_server,
+            up,
+            redis_port=seed,
+            redis_cluster=True,
+            events_redis_url=redis_server.url,
+        )
+        async with PersistentCacheService(cache_settings) as svc:
+            await wait_for(lambda: resyncs(svc, "startup") == 1, what="startup resync")
+            customers = [f"topology-{i}" for i in range(8)]
+            provision(up, customers, plan="pro")
+            await wait_for(lambda: converged(svc.store, up), timeout=15, what="cluster == upstream")
+
+            settings = make_settings(
+                api_url=f"http://127.0.0.1:{up.port}",
+                api_key=API_KEY,
+                redis_prefix=redis_prefix,
+                redis_host="127.0.0.1",
+                redis_port=seed,
+                redis_cluster=True,
+                redis_timeout_ms=2000,
+            )
+            metrics = Metrics()
+            source = build_source(settings, metrics)
+            assert source is not None
+            async with (
+                Sidecar(settings, source, metrics=metrics) as sidecar,
+                grpc.aio.insecure_channel(f"127.0.0.1:{sidecar.grpc_port}") as channel,
+            ):
+                stub = pb_grpc.SidecarServiceStub(channel)
+
+                async def usage(customer: str) -> float:
+                    reply = await stub.GetMeteredEntitlement(
+                        pb.GetMeteredEntitlementRequest(
+                            customer_id=customer, feature_id="api-calls"
+                        )
+                    )
+                    assert not reply.is_fallback
+                    return reply.entitlement.current_usage
+
+                for customer in customers:
+                    assert await usage(customer) == 0
+                hits = metrics.registry.get_sample_value("sidecar_redis_hits_total") or 0
+                assert hits == len(customers), "every first read must come from the cluster"
+                # The keys live on every master, and the sidecar listens on the seed node only:
+                # invalidations from the other masters must reach it too.
+                keys = [state_key(redis_prefix, c, None) for c in customers]
+                assert len(owners(svc.store._client, keys)) == 3  # type: ignore[arg-type]
+
+                report(up, customers, value=3)
+                for customer in customers:
+
+                    async def sees_usage(customer: str = customer) -> bool:
+                        return await usage(customer) == 3
+
+                    await wait_for(sees_usage, what=f"{customer} sees the new usage")
+                propagated = metrics.registry.get_sample_value("sidecar_propagation_seconds_count")
+                assert propagated is not None and propagated >= len(customers)
