@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from persistent_cache.service import PersistentCacheService
 from tests.conftest import wait_for
@@ -22,12 +24,14 @@ from tests.integration.persistent_cache.pc_support import (
 from tests.redis_server import RedisServer
 
 
+@pytest.mark.parametrize("lanes", [1, 4], ids=["one-batch-in-flight", "four-in-flight"])
 async def test_stream_keeps_redis_equal_to_upstream(
-    redis_server: RedisServer, redis_prefix: str, tmp_path: Path
+    redis_server: RedisServer, redis_prefix: str, tmp_path: Path, lanes: int
 ) -> None:
+    settings = service_settings(redis_prefix, redis_server, None, batches_in_flight=lanes)
     async with (
         running_upstream(tmp_path, redis_server, redis_prefix) as up,
-        PersistentCacheService(service_settings(redis_prefix, redis_server, up)) as svc,
+        PersistentCacheService(replace(settings, api_url=f"http://127.0.0.1:{up.port}")) as svc,
     ):
         base = f"http://127.0.0.1:{svc.http_port}"
         async with aiohttp.ClientSession(base) as http:
