@@ -10,11 +10,13 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
 from typing import Any, TypeVar
 
 import grpc
 import structlog
 from google.protobuf.empty_pb2 import Empty
+from google.protobuf.message import Message
 
 from sidecar.api import convert, validation
 from sidecar.errors import InvalidArgument, SidecarError, SourceRejected, SourceUnavailable
@@ -29,6 +31,7 @@ from sidecar.evaluation.getters import (
     typed_entitlement,
 )
 from sidecar.evaluation.rules import stable_until
+from sidecar.model.state import CustomerSnapshot, DenialReason
 from sidecar.model.usage import UsageReport
 from sidecar.observability import Metrics
 from sidecar.pb import sidecar_pb2 as pb
@@ -39,6 +42,8 @@ log = structlog.get_logger("sidecar.api")
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]
+# What a single-feature answer is counted as: (is_fallback, has_access, denial reason).
+Outcome = tuple[bool, bool, DenialReason | None]
 
 
 def status_for(exc: SidecarError) -> grpc.StatusCode:
@@ -98,6 +103,17 @@ def _opt(message: Any, name: str) -> Any:
     return getattr(message, name) if message.HasField(name) else None
 
 
+def _view_name(method: str, feature_id: str, options: Any, memo: tuple[object, ...]) -> str | None:
+    """The memo key of a single-feature answer, or None when it must not be memoized.
+
+    A request's own fallback changes the answer and is rarely sent twice alike, so such
+    requests are always evaluated.
+    """
+    if options is not None and options.HasField("fallback"):
+        return None
+    return "\x00".join((method, feature_id, *map(repr, memo)))
+
+
 def _fallback(options: Any) -> FallbackValues | None:
     if options is None or not options.HasField("fallback"):
         return None
@@ -120,90 +136,157 @@ class SidecarServicer:
         self._fallback_counters = {m: metrics.fallbacks.labels(m) for m in METHODS}
 
     def _count(self, method: str, result: Result) -> None:
-        if result.is_fallback:
+        self._count_outcome(method, (result.is_fallback, result.has_access, result.reason))
+
+    def _count_outcome(self, method: str, outcome: Outcome) -> None:
+        is_fallback, has_access, reason = outcome
+        if is_fallback:
             self._fallback_counters[method].inc()
-        if result.has_access:
+        if has_access:
             self._metrics.granted.inc()
-        elif result.reason is not None:
-            self._metrics.decisions[result.reason].inc()
+        elif reason is not None:
+            self._metrics.decisions[reason].inc()
 
     def _count_list(self, method: str, result: ListResult) -> None:
         if result.is_fallback:
             self._fallback_counters[method].inc()
 
-    async def _typed(self, method: str, request: Any, kind: Kind, **extra: Any) -> Result:
+    def _recall(
+        self, method: str, snapshot: CustomerSnapshot | None, name: str | None
+    ) -> bytes | None:
+        """A single-feature answer memoized for this very snapshot, counted as if computed."""
+        if snapshot is None or name is None:
+            return None
+        found = self._service.view_with_meta(snapshot, name)
+        if found is None:
+            return None
+        data, outcome = found
+        self._count_outcome(method, outcome)  # type: ignore[arg-type]
+        return data
+
+    def _keep(
+        self,
+        snapshot: CustomerSnapshot | None,
+        name: str | None,
+        data: bytes,
+        result: Result,
+        now: datetime,
+    ) -> None:
+        if snapshot is not None and name is not None:
+            outcome: Outcome = (result.is_fallback, result.has_access, result.reason)
+            until = stable_until(snapshot, now)
+            self._service.remember_view(snapshot, name, data, until, outcome)
+
+    async def _typed(
+        self,
+        method: str,
+        request: Any,
+        kind: Kind,
+        build: Callable[[Result], Message],
+        memo: tuple[object, ...] = (),
+        **extra: Any,
+    ) -> bytes:
+        """Evaluate one typed getter, memoized per cached snapshot and request parameters."""
         customer_id = validation.require_id(request.customer_id, "customer_id")
         feature_id = validation.require_id(request.feature_id, "feature_id")
         resource_id = validation.optional_id(_opt(request, "resource_id"), "resource_id")
         options = _opt(request, "options")
         snapshot = await self._service.snapshot(customer_id, resource_id)
+        name = _view_name(method, feature_id, options, memo)
+        memoized = self._recall(method, snapshot, name)
+        if memoized is not None:
+            return memoized
+        now = self._service.now()
         result = typed_entitlement(
             snapshot,
             kind,
             feature_id,
-            self._service.now(),
+            now,
             request_fallback=_fallback(options),
             global_fallbacks=self._fallbacks,
             **extra,
         )
         self._count(method, result)
-        return result
+        data: bytes = build(result).SerializeToString()
+        self._keep(snapshot, name, data, result, now)
+        return data
 
     @rpc("GetBooleanEntitlement")
     async def GetBooleanEntitlement(
         self, request: pb.GetBooleanEntitlementRequest, context: Any
-    ) -> pb.GetBooleanEntitlementResponse:
-        result = await self._typed("GetBooleanEntitlement", request, Kind.BOOLEAN)
-        return pb.GetBooleanEntitlementResponse(
-            **convert.header(result), entitlement=convert.boolean(result)
-        )
+    ) -> bytes:
+        def build(result: Result) -> Message:
+            return pb.GetBooleanEntitlementResponse(
+                **convert.header(result), entitlement=convert.boolean(result)
+            )
+
+        return await self._typed("GetBooleanEntitlement", request, Kind.BOOLEAN, build)
 
     @rpc("GetNumericEntitlement")
     async def GetNumericEntitlement(
         self, request: pb.GetNumericEntitlementRequest, context: Any
-    ) -> pb.GetNumericEntitlementResponse:
-        result = await self._typed("GetNumericEntitlement", request, Kind.NUMERIC)
-        return pb.GetNumericEntitlementResponse(
-            **convert.header(result), entitlement=convert.numeric(result)
-        )
+    ) -> bytes:
+        def build(result: Result) -> Message:
+            return pb.GetNumericEntitlementResponse(
+                **convert.header(result), entitlement=convert.numeric(result)
+            )
+
+        return await self._typed("GetNumericEntitlement", request, Kind.NUMERIC, build)
 
     @rpc("GetMeteredEntitlement")
     async def GetMeteredEntitlement(
         self, request: pb.GetMeteredEntitlementRequest, context: Any
-    ) -> pb.GetMeteredEntitlementResponse:
+    ) -> bytes:
         options = _opt(request, "options")
         requested = validation.requested_usage(
             _opt(options, "requested_usage") if options else None, "options.requested_usage"
         )
-        result = await self._typed(
-            "GetMeteredEntitlement", request, Kind.METERED, requested_usage=requested
-        )
-        return pb.GetMeteredEntitlementResponse(
-            **convert.header(result),
+
+        def build(result: Result) -> Message:
+            return pb.GetMeteredEntitlementResponse(
+                **convert.header(result),
+                requested_usage=requested,
+                entitlement=convert.metered(result),
+            )
+
+        return await self._typed(
+            "GetMeteredEntitlement",
+            request,
+            Kind.METERED,
+            build,
+            (requested,),
             requested_usage=requested,
-            entitlement=convert.metered(result),
         )
 
     @rpc("GetEnumEntitlement")
     async def GetEnumEntitlement(
         self, request: pb.GetEnumEntitlementRequest, context: Any
-    ) -> pb.GetEnumEntitlementResponse:
+    ) -> bytes:
         options = _opt(request, "options")
         values = validation.requested_values(
             options.requested_values if options else (), "options.requested_values"
         )
-        result = await self._typed(
-            "GetEnumEntitlement", request, Kind.ENUM, requested_values=values
-        )
-        return pb.GetEnumEntitlementResponse(
-            **convert.header(result),
-            requested_values=result.requested_values,
-            entitlement=convert.enum(result),
+
+        def build(result: Result) -> Message:
+            return pb.GetEnumEntitlementResponse(
+                **convert.header(result),
+                requested_values=result.requested_values,
+                entitlement=convert.enum(result),
+            )
+
+        return await self._typed(
+            "GetEnumEntitlement", request, Kind.ENUM, build, tuple(values), requested_values=values
         )
 
     async def _unified(
-        self, method: str, request: Any, feature_id: str, resource_id: str | None, v2: bool
-    ) -> Result:
+        self,
+        method: str,
+        request: Any,
+        feature_id: str,
+        resource_id: str | None,
+        v2: bool,
+        build: Callable[[Result], Message],
+    ) -> bytes:
         customer_id = validation.require_id(request.customer_id, "customer_id")
         options = _opt(request, "options")
         requested = validation.requested_usage(
@@ -213,10 +296,15 @@ class SidecarServicer:
             options.requested_values if options else (), "options.requested_values"
         )
         snapshot = await self._service.snapshot(customer_id, resource_id)
+        name = _view_name(method, feature_id, options, (requested, *values))
+        memoized = self._recall(method, snapshot, name)
+        if memoized is not None:
+            return memoized
+        now = self._service.now()
         result = feature_entitlement(
             snapshot,
             feature_id,
-            self._service.now(),
+            now,
             requested_usage=requested,
             requested_values=values,
             request_fallback=_fallback(options),
@@ -224,32 +312,38 @@ class SidecarServicer:
             v2=v2,
         )
         self._count(method, result)
-        return result
+        data: bytes = build(result).SerializeToString()
+        self._keep(snapshot, name, data, result, now)
+        return data
 
     @rpc("GetEntitlement")
-    async def GetEntitlement(
-        self, request: pb.GetEntitlementRequest, context: Any
-    ) -> pb.GetEntitlementResponse:
+    async def GetEntitlement(self, request: pb.GetEntitlementRequest, context: Any) -> bytes:
         feature_id = validation.require_id(request.feature_id, "feature_id")
         resource_id = validation.optional_id(_opt(request, "resource_id"), "resource_id")
-        result = await self._unified("GetEntitlement", request, feature_id, resource_id, v2=False)
-        return pb.GetEntitlementResponse(**convert.header(result), **convert.variant(result))
+
+        def build(result: Result) -> Message:
+            return pb.GetEntitlementResponse(**convert.header(result), **convert.variant(result))
+
+        return await self._unified("GetEntitlement", request, feature_id, resource_id, False, build)
 
     @rpc("GetEntitlementV2")
     async def GetEntitlementV2(
         self, request: pb.GetEntitlementV2Request, context: Any
-    ) -> pb.GetEntitlementV2Response:
+    ) -> bytes | pb.GetEntitlementV2Response:
         feature_id = _opt(request, "feature_id")
         currency_id = _opt(request, "currency_id")
         validation.exactly_one(feature_id, currency_id)
         resource_id = validation.optional_id(_opt(request, "resource_id"), "resource_id")
         if feature_id:
             validation.require_id(feature_id, "feature_id")
-            result = await self._unified(
-                "GetEntitlementV2", request, feature_id, resource_id, v2=True
+
+            def build(result: Result) -> Message:
+                return pb.GetEntitlementV2Response(entitlement=convert.entitlement_v2(result))
+
+            return await self._unified(
+                "GetEntitlementV2", request, feature_id, resource_id, True, build
             )
-        else:
-            result = await self._credit(request, validation.require_id(currency_id, "currency_id"))
+        result = await self._credit(request, validation.require_id(currency_id, "currency_id"))
         return pb.GetEntitlementV2Response(entitlement=convert.entitlement_v2(result))
 
     async def _credit(self, request: pb.GetEntitlementV2Request, currency_id: str) -> Result:

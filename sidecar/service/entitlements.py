@@ -38,6 +38,10 @@ log = structlog.get_logger("sidecar.service")
 _NANOID_ALPHABET = "_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
+#: Memoized responses per cached snapshot (see CacheEntry.views).
+MAX_VIEWS = 32
+
+
 def local_measurement_id() -> str:
     """A 21-character URL-safe id, the shape Stigg's offline mode hands out."""
     return "".join(secrets.choice(_NANOID_ALPHABET) for _ in range(21))
@@ -50,10 +54,11 @@ class CacheEntry:
     expires_at: float | None
     # Bytes charged for the snapshot itself; views are charged on top.
     size: int = 0
-    # Serialized responses derived from this snapshot alone (e.g. the entitlement
-    # list), each with the instant until which it stays right. A new snapshot is a
-    # new entry, so these never outlive the state they were computed from.
-    views: dict[str, tuple[float, bytes]] = field(default_factory=dict)
+    # Serialized responses derived from this snapshot alone (the entitlement list, one
+    # feature's answer), each with the instant until which it stays right and what the
+    # caller needs to know of it besides the bytes. A new snapshot is a new entry, so these
+    # never outlive the state they were computed from.
+    views: dict[str, tuple[float, bytes, object]] = field(default_factory=dict)
 
 
 def _expiry(snapshot: CustomerSnapshot) -> float | None:
@@ -169,13 +174,20 @@ class EntitlementService:
 
     def view(self, snapshot: CustomerSnapshot, name: str) -> bytes | None:
         """A memoized response derived from ``snapshot``, if it is still right now."""
+        found = self.view_with_meta(snapshot, name)
+        return None if found is None else found[0]
+
+    def view_with_meta(
+        self, snapshot: CustomerSnapshot, name: str
+    ) -> tuple[bytes, object] | None:
+        """Like :meth:`view`, with the ``meta`` it was remembered with."""
         entry = self._cache.peek((snapshot.state.customer_id, snapshot.state.resource_id))
         if entry is None or entry.snapshot is not snapshot:
             return None
         found = entry.views.get(name)
         if found is None or found[0] <= self._clock():
             return None
-        return found[1]
+        return found[1], found[2]
 
     def remember_view(
         self,
@@ -183,14 +195,22 @@ class EntitlementService:
         name: str,
         data: bytes,
         valid_until: datetime | None,
+        meta: object = None,
     ) -> None:
-        """Memoize a response derived from ``snapshot`` alone, charging its bytes to the cache."""
+        """Memoize a response derived from ``snapshot`` alone, charging its bytes to the cache.
+
+        At most MAX_VIEWS per entry: names carry request parameters (a requested usage, say),
+        and callers varying them freely must not grow an entry without bound.
+        """
         key = (snapshot.state.customer_id, snapshot.state.resource_id)
         entry = self._cache.peek(key)
         if entry is None or entry.snapshot is not snapshot:
             return
-        entry.views[name] = (valid_until.timestamp() if valid_until else float("inf"), data)
-        charged = entry.size + sum(len(view) for _, view in entry.views.values())
+        if name not in entry.views and len(entry.views) >= MAX_VIEWS:
+            return
+        until = valid_until.timestamp() if valid_until else float("inf")
+        entry.views[name] = (until, data, meta)
+        charged = entry.size + sum(len(view[1]) + len(n) for n, view in entry.views.items())
         self._cache.put(key, entry, charged)
 
     async def reload(self, customer_id: str, resource_id: str | None) -> bool:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from sidecar.cache.hot_cache import HotCache
 from sidecar.evaluation.rules import stable_until
 from sidecar.observability import Metrics
-from sidecar.service.entitlements import CacheEntry, EntitlementService
+from sidecar.service.entitlements import MAX_VIEWS, CacheEntry, EntitlementService
 from sidecar.source.base import SnapshotChanged
 from sidecar.source.memory import InMemorySource
 from tests.builders import NOW, boolean, demo_snapshot, metered, snapshot, usage
@@ -49,7 +49,7 @@ async def test_views_expire_with_their_horizon_and_their_snapshot() -> None:
     bytes_before = cache.bytes_used
     service.remember_view(snap, "list", b"x" * 100, datetime.fromtimestamp(clock[0] + 60, UTC))
     assert service.view(snap, "list") == b"x" * 100
-    assert cache.bytes_used == bytes_before + 100
+    assert cache.bytes_used == bytes_before + 100 + len("list")
     clock[0] += 61
     assert service.view(snap, "list") is None
     # A newer snapshot is a new entry: views of the old one are gone with it.
@@ -61,3 +61,20 @@ async def test_views_expire_with_their_horizon_and_their_snapshot() -> None:
     assert current is not snap
     assert service.view(current, "list") is None
     assert service.view(snap, "list") is None
+
+
+async def test_views_per_entry_are_bounded_and_keep_their_meta() -> None:
+    cache: HotCache[CacheEntry] = HotCache(2**24)
+    source = InMemorySource()
+    service = EntitlementService(source=source, cache=cache, metrics=Metrics())
+    source.put(demo_snapshot("c"))
+    snap = await service.snapshot("c", None)
+    assert snap is not None
+    for n in range(MAX_VIEWS + 5):
+        service.remember_view(snap, f"v{n}", b"z", None, meta=n)
+    kept = [n for n in range(MAX_VIEWS + 5) if service.view(snap, f"v{n}") is not None]
+    assert kept == list(range(MAX_VIEWS))
+    assert service.view_with_meta(snap, "v3") == (b"z", 3)
+    # A name already held may still be refreshed once the entry is full.
+    service.remember_view(snap, "v3", b"new", None, meta="again")
+    assert service.view_with_meta(snap, "v3") == (b"new", "again")
