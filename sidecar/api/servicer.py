@@ -30,7 +30,6 @@ from sidecar.evaluation.getters import (
     feature_entitlement,
     typed_entitlement,
 )
-from sidecar.evaluation.rules import stable_until
 from sidecar.model.state import CustomerSnapshot, DenialReason
 from sidecar.model.usage import UsageReport
 from sidecar.observability import Metrics
@@ -174,7 +173,7 @@ class SidecarServicer:
     ) -> None:
         if snapshot is not None and name is not None:
             outcome: Outcome = (result.is_fallback, result.has_access, result.reason)
-            until = stable_until(snapshot, now)
+            until = self._service.horizon(snapshot, now)
             self._service.remember_view(snapshot, name, data, until, outcome)
 
     async def _typed(
@@ -377,7 +376,9 @@ class SidecarServicer:
         build = convert.list_v2 if include_credits else convert.list_v1
         data = build(result).SerializeToString()
         if snapshot is not None:
-            self._service.remember_view(snapshot, method, data, stable_until(snapshot, now))
+            self._service.remember_view(
+                snapshot, method, data, self._service.horizon(snapshot, now)
+            )
         return data
 
     @rpc("GetEntitlements")

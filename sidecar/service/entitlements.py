@@ -19,6 +19,7 @@ import structlog
 from sidecar.cache.hot_cache import HotCache, Key
 from sidecar.cache.sizing import deep_size
 from sidecar.errors import SourceError, SourceRejected
+from sidecar.evaluation.rules import stable_until
 from sidecar.model.state import CUSTOMER_LEVEL_REASONS, CustomerSnapshot, DenialReason
 from sidecar.model.usage import RawEvent, UsageAck, UsageReport
 from sidecar.observability import Metrics
@@ -59,6 +60,8 @@ class CacheEntry:
     # caller needs to know of it besides the bytes. A new snapshot is a new entry, so these
     # never outlive the state they were computed from.
     views: dict[str, tuple[float, bytes, object]] = field(default_factory=dict)
+    # stable_until(snapshot, now) as last computed, good until the instant it names.
+    horizon: tuple[float, datetime | None] | None = None
 
 
 def _expiry(snapshot: CustomerSnapshot) -> float | None:
@@ -177,9 +180,7 @@ class EntitlementService:
         found = self.view_with_meta(snapshot, name)
         return None if found is None else found[0]
 
-    def view_with_meta(
-        self, snapshot: CustomerSnapshot, name: str
-    ) -> tuple[bytes, object] | None:
+    def view_with_meta(self, snapshot: CustomerSnapshot, name: str) -> tuple[bytes, object] | None:
         """Like :meth:`view`, with the ``meta`` it was remembered with."""
         entry = self._cache.peek((snapshot.state.customer_id, snapshot.state.resource_id))
         if entry is None or entry.snapshot is not snapshot:
@@ -188,6 +189,21 @@ class EntitlementService:
         if found is None or found[0] <= self._clock():
             return None
         return found[1], found[2]
+
+    def horizon(self, snapshot: CustomerSnapshot, now: datetime) -> datetime | None:
+        """``stable_until(snapshot, now)``, computed once per cached snapshot and period.
+
+        It costs about as much as evaluating a feature, and every memoized answer needs it.
+        """
+        entry = self._cache.peek((snapshot.state.customer_id, snapshot.state.resource_id))
+        if entry is not None and entry.snapshot is snapshot:
+            held = entry.horizon
+            if held is not None and held[0] > now.timestamp():
+                return held[1]
+        until = stable_until(snapshot, now)
+        if entry is not None and entry.snapshot is snapshot:
+            entry.horizon = (until.timestamp() if until else float("inf"), until)
+        return until
 
     def remember_view(
         self,

@@ -78,3 +78,25 @@ async def test_views_per_entry_are_bounded_and_keep_their_meta() -> None:
     # A name already held may still be refreshed once the entry is full.
     service.remember_view(snap, "v3", b"new", None, meta="again")
     assert service.view_with_meta(snap, "v3") == (b"new", "again")
+
+
+async def test_the_horizon_is_computed_once_per_snapshot_and_period() -> None:
+    clock = [NOW.timestamp()]
+    cache: HotCache[CacheEntry] = HotCache(2**24)
+    source = InMemorySource()
+    service = EntitlementService(
+        source=source, cache=cache, metrics=Metrics(), clock=lambda: clock[0]
+    )
+    end = NOW + timedelta(hours=2)
+    source.put(snapshot("c", metered("a", 10), feature_usage={"a": usage(1, end=end)}))
+    snap = await service.snapshot("c", None)
+    assert snap is not None
+    assert service.horizon(snap, NOW) == end
+    entry = cache.peek(("c", None))
+    assert entry is not None and entry.horizon == (end.timestamp(), end)
+    # Past it, the next period's end is computed and kept instead.
+    later = end + timedelta(minutes=1)
+    following = service.horizon(snap, later)
+    assert following is not None and following > later
+    assert entry.horizon == (following.timestamp(), following)
+    assert following == stable_until(snap, later)
