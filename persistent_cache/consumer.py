@@ -66,6 +66,8 @@ class Consumer:
         self._steady = asyncio.Event()
         # Ids of the entries some lane is writing now; re-reading our pending entries skips them.
         self._in_flight: set[str] = set()
+        # Failed batches so far: tells the leader whether one failed while it re-read.
+        self._failures = 0
         self._running = False
         self._next_claim = 0.0
         self._next_prune = 0.0
@@ -124,6 +126,7 @@ class Consumer:
         # A failed batch stays pending on this consumer: the leader re-reads it, and the other
         # lanes wait for that so nothing is written twice at once.
         self._own_pending = True
+        self._failures += 1
         if not self._stop.is_set():
             self._steady.clear()
 
@@ -139,12 +142,15 @@ class Consumer:
         if self._own_pending:
             # Also what a previous process of the same name left behind. Entries another lane
             # is writing right now are pending too, and are left to it.
+            failures = self._failures
             cursor = "0"
             while not self._stop.is_set() and (own := await self._source.read_own_pending(cursor)):
                 cursor = own[-1].id
                 await self._handle([d for d in own if d.id not in self._in_flight])
-            self._own_pending = False
-            self._steady.set()
+            # A lane that failed meanwhile may have left entries behind the cursor: go again.
+            if self._failures == failures:
+                self._own_pending = False
+                self._steady.set()
         if self._clock() >= self._next_claim:
             await self._maintain()
             self._next_claim = self._clock() + self._claim_interval
