@@ -14,10 +14,9 @@ and is handled here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from json.encoder import encode_basestring_ascii
 from typing import Any, TypeAlias
 
 import structlog
@@ -33,6 +32,7 @@ from sidecar.cache.hash_writes import (
     usage_write,
     version_text,
 )
+from sidecar.cache.invalidation import Invalidation
 from sidecar.cache.redis_keys import (
     CREDIT_USAGE_PREFIX,
     FEATURE_USAGE_PREFIX,
@@ -54,14 +54,12 @@ from sidecar.model.state import (
     UsageRecord,
     decode_state,
     decode_usage,
-    load_json,
 )
 
 log = structlog.get_logger("sidecar.cache.redis")
 
 RedisClient: TypeAlias = Redis | RedisCluster
 
-_json_string: Callable[[str], str] = encode_basestring_ascii
 
 # Redis failures as redis-py raises them. RedisClusterException is not a RedisError (a cluster
 # that cannot be reached or has uncovered slots raises it); OSError covers socket errors and
@@ -88,49 +86,6 @@ class _Call:
     args: list[str | bytes | int]
     #: For WRITE calls: where each write this call carries sits in the caller's list.
     writes: list[int] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class Invalidation:
-    """What the store publishes on the invalidation channel after a write changed a key."""
-
-    customer_id: str
-    resource_id: str | None
-    version: int
-    committed_at_ms: int | None = None
-
-    def encode(self) -> str:
-        # Spelled out rather than json.dumps of a dict: one of these is built per write, at the
-        # persistent cache's full rate. The bytes are what json.dumps(separators=(",", ":"))
-        # gives (a test compares them).
-        resource = "null" if self.resource_id is None else _json_string(self.resource_id)
-        committed = "null" if self.committed_at_ms is None else int(self.committed_at_ms)
-        return (
-            f'{{"c":{_json_string(self.customer_id)},"r":{resource},'
-            f'"v":{int(self.version)},"t":{committed}}}'
-        )
-
-    @classmethod
-    def decode(cls, payload: str | bytes) -> Invalidation:
-        """Parse a published payload; raises :class:`StateDecodeError` when it is malformed."""
-        data = load_json(payload)
-        if not isinstance(data, dict):
-            raise StateDecodeError("$", "expected an object")
-        customer_id = data.get("c")
-        if not isinstance(customer_id, str) or not customer_id:
-            raise StateDecodeError("$.c", "expected a non-empty string")
-        resource_id = data.get("r")
-        if resource_id is not None and not isinstance(resource_id, str):
-            raise StateDecodeError("$.r", "expected a string or null")
-        version = data.get("v")
-        if isinstance(version, bool) or not isinstance(version, int):
-            raise StateDecodeError("$.v", "expected an integer")
-        committed = data.get("t")
-        if committed is not None and (
-            isinstance(committed, bool) or not isinstance(committed, int)
-        ):
-            raise StateDecodeError("$.t", "expected epoch milliseconds or null")
-        return cls(customer_id, resource_id or None, version, committed)
 
 
 @dataclass(frozen=True, slots=True)

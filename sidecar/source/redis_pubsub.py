@@ -19,7 +19,7 @@ import structlog
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from sidecar.cache.redis_store import Invalidation
+from sidecar.cache.invalidation import Invalidation
 from sidecar.errors import CacheUnavailable
 
 log = structlog.get_logger("sidecar.source.redis")

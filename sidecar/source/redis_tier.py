@@ -27,8 +27,9 @@ import redis.asyncio as aioredis
 import structlog
 from redis.asyncio.client import PubSub
 
+from sidecar.cache.invalidation import Invalidation
 from sidecar.cache.redis_keys import invalidation_channel, refetch_channel
-from sidecar.cache.redis_store import Invalidation, RedisStore
+from sidecar.cache.redis_store import RedisStore
 from sidecar.errors import CacheUnavailable
 from sidecar.model.state import CustomerSnapshot, UsageRecord
 from sidecar.model.usage import RawEvent, UsageAck, UsageReport

@@ -14,9 +14,10 @@ from redis.crc import key_slot
 
 from persistent_cache.service import PersistentCacheService
 from sidecar.app import Sidecar
+from sidecar.cache.invalidation import Invalidation
 from sidecar.cache.redis_keys import invalidation_channel, state_key
 from sidecar.cache.redis_scripts import WRITE_SCRIPT
-from sidecar.cache.redis_store import ApplyResult, Invalidation, RedisStore
+from sidecar.cache.redis_store import ApplyResult, RedisStore
 from sidecar.main import _source as build_source
 from sidecar.model.events import ChangeEvent, EventKind
 from sidecar.model.state import UsageRecord

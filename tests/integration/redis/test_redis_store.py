@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from sidecar.cache.hash_writes import snapshot_write, usage_write
+from sidecar.cache.invalidation import Invalidation
 from sidecar.cache.redis_keys import (
     epoch_key,
     invalidation_channel,
@@ -21,7 +22,7 @@ from sidecar.cache.redis_keys import (
     state_key,
 )
 from sidecar.cache.redis_scripts import UNLOCK_SCRIPT, WRITE_SCRIPT
-from sidecar.cache.redis_store import WRITES_PER_CALL, ApplyResult, Invalidation, RedisStore
+from sidecar.cache.redis_store import WRITES_PER_CALL, ApplyResult, RedisStore
 from sidecar.errors import CacheRejected, CacheUnavailable, SourceUnavailable, WritesRejected
 from sidecar.model.events import ChangeEvent, EventKind
 from sidecar.model.state import UsageRecord, encode_state, epoch_ms

@@ -7,7 +7,7 @@ import json
 import hypothesis.strategies as st
 from hypothesis import given
 
-from sidecar.cache.redis_store import Invalidation
+from sidecar.cache.invalidation import Invalidation
 
 text = st.text(max_size=12)  # any code point: quotes, backslashes, controls, astral planes
 
