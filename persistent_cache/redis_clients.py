@@ -8,7 +8,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from persistent_cache.settings import Settings
-from sidecar.cache.redis_packing import use_hiredis_packing
+from sidecar.cache.redis_packing import use_hiredis_packing, use_hiredis_packing_cluster
 
 RedisClient: TypeAlias = aioredis.Redis | RedisCluster
 
@@ -31,12 +31,12 @@ def cache_client(settings: Settings) -> RedisClient:
         "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
     }
     if settings.redis_cluster:
-        return RedisCluster(host=settings.redis_host, port=settings.redis_port, **options)
+        cluster = RedisCluster(host=settings.redis_host, port=settings.redis_port, **options)
+        return use_hiredis_packing_cluster(cluster)
     client = aioredis.Redis(
         host=settings.redis_host, port=settings.redis_port, db=settings.redis_db, **options
     )
     # Script calls with many arguments are most of what this service sends; pack them in C.
-    # (A cluster client builds its connections internally and keeps redis-py's packer.)
     return use_hiredis_packing(client)
 
 

@@ -13,7 +13,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from sidecar.app import serve
-from sidecar.cache.redis_packing import use_hiredis_packing
+from sidecar.cache.redis_packing import use_hiredis_packing, use_hiredis_packing_cluster
 from sidecar.cache.redis_store import RedisClient, RedisStore
 from sidecar.observability import Metrics, configure_logging
 from sidecar.settings import Settings, SettingsError
@@ -43,12 +43,14 @@ def redis_clients(settings: Settings) -> tuple[RedisClient, aioredis.Redis]:
     retry = Retry(NoBackoff(), 1)
     client: RedisClient
     if settings.redis_cluster:
-        client = RedisCluster(
-            host=settings.redis_host,
-            port=settings.redis_port,
-            retry=retry,
-            health_check_interval=REDIS_HEALTH_CHECK_SECONDS,
-            **options,
+        client = use_hiredis_packing_cluster(
+            RedisCluster(
+                host=settings.redis_host,
+                port=settings.redis_port,
+                retry=retry,
+                health_check_interval=REDIS_HEALTH_CHECK_SECONDS,
+                **options,
+            )
         )
     else:
         client = use_hiredis_packing(

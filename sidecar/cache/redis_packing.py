@@ -17,6 +17,7 @@ from typing import Any
 
 import hiredis
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection, SSLConnection
 
 
@@ -57,6 +58,17 @@ class HiredisPackingSSLConnection(SSLConnection):
         return super().pack_command(*args) if packed is None else [packed]
 
 
+_FASTER: dict[type[Any], type[Connection]] = {
+    Connection: HiredisPackingConnection,
+    SSLConnection: HiredisPackingSSLConnection,
+}
+
+
+def _default_encoding(kwargs: dict[str, Any]) -> bool:
+    encoding = str(kwargs.get("encoding") or "utf-8").lower().replace("-", "")
+    return encoding == "utf8" and (kwargs.get("encoding_errors") or "strict") == "strict"
+
+
 def use_hiredis_packing(client: Redis) -> Redis:
     """Make ``client``'s new connections pack in C; call before its first command.
 
@@ -64,13 +76,22 @@ def use_hiredis_packing(client: Redis) -> Redis:
     with any other setup (a Unix socket, another encoding) is left as it is.
     """
     pool = client.connection_pool
-    kwargs = pool.connection_kwargs
-    if kwargs.get("encoding", "utf-8").lower().replace("-", "") != "utf8":
-        return client
-    if kwargs.get("encoding_errors", "strict") != "strict":
-        return client
-    if pool.connection_class is SSLConnection:
-        pool.connection_class = HiredisPackingSSLConnection
-    elif pool.connection_class is Connection:
-        pool.connection_class = HiredisPackingConnection
+    faster = _FASTER.get(pool.connection_class)
+    if faster is not None and _default_encoding(pool.connection_kwargs):
+        pool.connection_class = faster
+    return client
+
+
+def use_hiredis_packing_cluster(client: RedisCluster) -> RedisCluster:
+    """The same for a cluster client; call before its first command.
+
+    A cluster client makes one ClusterNode per server it discovers, each creating connections
+    of the class named in the client's connection kwargs (the dict its nodes manager shares),
+    so switching the class there switches every node. The seed nodes only serve discovery.
+    A test on a real cluster checks every node.
+    """
+    kwargs = client.get_connection_kwargs()
+    faster = _FASTER.get(kwargs.get("connection_class") or Connection)
+    if faster is not None and _default_encoding(kwargs):
+        kwargs["connection_class"] = faster
     return client

@@ -16,6 +16,7 @@ from persistent_cache.service import PersistentCacheService
 from sidecar.app import Sidecar
 from sidecar.cache.invalidation import Invalidation
 from sidecar.cache.redis_keys import invalidation_channel, state_key
+from sidecar.cache.redis_packing import HiredisPackingConnection, use_hiredis_packing_cluster
 from sidecar.cache.redis_scripts import WRITE_SCRIPT
 from sidecar.cache.redis_store import ApplyResult, RedisStore
 from sidecar.main import _source as build_source
@@ -289,3 +290,17 @@ async def test_upstream_to_sidecar_through_the_cluster(
                     await wait_for(sees_usage, what=f"{customer} sees the new usage")
                 propagated = metrics.registry.get_sample_value("sidecar_propagation_seconds_count")
                 assert propagated is not None and propagated >= len(customers)
+
+
+async def test_cluster_clients_pack_with_hiredis_on_every_node(cluster: LocalRedisCluster) -> None:
+    client = use_hiredis_packing_cluster(RedisCluster(host="127.0.0.1", port=cluster.ports[0]))
+    try:
+        keys = [f"packing-{n}" for n in range(40)]
+        for key in keys:
+            await client.set(key, key)
+        assert [await client.get(key) for key in keys] == [k.encode() for k in keys]
+        nodes = client.get_nodes()
+        assert len(nodes) == 3
+        assert {node.connection_class for node in nodes} == {HiredisPackingConnection}
+    finally:
+        await client.aclose()
