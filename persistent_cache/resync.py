@@ -1,8 +1,9 @@
 """Rebuild the cache from upstream while the stream keeps being consumed.
 
 1. note how far the stream has come (entries ever added),
-2. ``GET /v1/snapshot``: write every state with ``apply_snapshot``,
-3. page ``GET /v1/changes?after=<snapshot seq>`` up to ``head`` and write those events,
+2. page through ``GET /v1/snapshot`` and write every state (one pipeline per page),
+3. page ``GET /v1/changes?after=<first page's seq>`` up to ``head`` and write those events
+   (later snapshot pages may hold newer states than that seq: versioned writes make that fine),
 4. check the cache still holds the first state written (a flush during the resync would lose the
    earlier writes silently), then set a fresh epoch.
 
@@ -40,8 +41,8 @@ from sidecar.tasks import cancel_and_wait
 log = structlog.get_logger("persistent_cache.resync")
 
 PAGE_SIZE = 1000
-# Snapshot writes sent in one pipeline (the store packs them into script calls of 64).
-WRITE_CHUNK = 500
+# States per snapshot page, written in one pipeline (the store packs them into calls of 64).
+SNAPSHOT_PAGE = 1000
 ATTEMPTS = 3
 
 
@@ -170,16 +171,22 @@ class Resyncer:
     async def _resync(self, trigger: str, started: float) -> ResyncResult:
         log.info("resync_started", trigger=trigger)
         position = await self._position()
-        export = await self._feed.snapshot()
         canary: CustomerSnapshot | None = None
         states = skipped = 0
-        for offset in range(0, len(export.states), WRITE_CHUNK):
-            chunk, bad = _decode_states(export.states[offset : offset + WRITE_CHUNK], offset)
+        first_seq: int | None = None
+        after: str | None = None
+        while True:
+            page = await self._feed.snapshot_page(after, SNAPSHOT_PAGE)
+            first_seq = page.seq if first_seq is None else first_seq
+            chunk, bad = _decode_states(page.states, states + skipped)
             refused = await self._write([snapshot_write(snapshot) for snapshot in chunk])
             skipped += bad + refused
             states += len(chunk) - refused
             canary = canary or (chunk[0] if chunk else None)
-        events, bad = await self._catch_up(export.seq)
+            if page.next is None:
+                break
+            after = page.next
+        events, bad = await self._catch_up(first_seq)
         skipped += bad
         if (
             canary is not None

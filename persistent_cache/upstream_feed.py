@@ -1,7 +1,9 @@
 """Upstream's HTTP export, as much of it as a resync needs: the snapshot and the change feed.
 
-``GET /v1/snapshot`` -> every (customer, resource) state plus the feed position ``seq`` it is
-consistent with; ``GET /v1/changes?after=&limit=`` -> the events after a position, oldest first.
+``GET /v1/snapshot?limit=&after=`` -> one page of (customer, resource) states, the feed position
+``seq`` current when it was read, and the cursor of the next page (an upstream without paging
+answers everything at once, without ``next``); ``GET /v1/changes?after=&limit=`` -> the events
+after a position, oldest first.
 aiohttp errors, timeouts, non-200 answers and malformed bodies become ``UpstreamUnavailable``.
 """
 
@@ -14,15 +16,17 @@ import aiohttp
 
 from persistent_cache.errors import UpstreamUnavailable
 
-# The snapshot holds every state of the environment: allow it time to arrive.
+# A page is bounded, but an upstream without paging sends every state at once: allow for it.
 SNAPSHOT_TIMEOUT = aiohttp.ClientTimeout(total=300.0)
 PAGE_TIMEOUT = aiohttp.ClientTimeout(total=30.0)
 
 
 @dataclass(frozen=True, slots=True)
-class SnapshotExport:
+class SnapshotPage:
     seq: int
     states: list[Any]
+    #: The cursor of the next page; None on the last one.
+    next: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +78,16 @@ class UpstreamFeed:
             raise UpstreamUnavailable(f"GET {path}: expected a JSON object")
         return body
 
-    async def snapshot(self) -> SnapshotExport:
-        body = await self._get("/v1/snapshot", SNAPSHOT_TIMEOUT)
+    async def snapshot_page(self, after: str | None, limit: int) -> SnapshotPage:
         path = "/v1/snapshot"
-        return SnapshotExport(seq=_int(body, "seq", path), states=_list(body, "states", path))
+        params = {"limit": str(limit)}
+        if after is not None:
+            params["after"] = after
+        body = await self._get(path, SNAPSHOT_TIMEOUT, params=params)
+        cursor = body.get("next")
+        if cursor is not None and not isinstance(cursor, str):
+            raise UpstreamUnavailable(f"{path}: 'next' is not a string or null")
+        return SnapshotPage(_int(body, "seq", path), _list(body, "states", path), cursor)
 
     async def changes(self, after: int, limit: int) -> ChangesPage:
         path = "/v1/changes"

@@ -803,10 +803,23 @@ _PATHS: dict[str, dict[str, Schema]] = {
             "Every known state and the feed position it is consistent with",
             _responses(
                 200,
-                "Load this, then follow /v1/changes from seq",
-                _closed(seq=INTEGER, states=_array(_ref("EntitlementSnapshot"))),
+                "Load this, then follow /v1/changes from seq (the first page's, when paged)",
+                _closed(
+                    seq=INTEGER,
+                    states=_array(_ref("EntitlementSnapshot")),
+                    next=_nullable(STRING),
+                ),
+                400,
             ),
             tag="changes",
+            params=[
+                _query("after", STRING, "cursor: the previous page's next"),
+                _query(
+                    "limit",
+                    {"type": "integer", "minimum": 1, "maximum": 5000},
+                    "page size; without it, every state in one answer",
+                ),
+            ],
         ),
     },
     "/v1/catalog/reload": {

@@ -505,6 +505,27 @@ class Tx:
         rows = self._all("SELECT customer_id, resource_key FROM states ORDER BY customer_id")
         return [(row[0], rid(row[1])) for row in rows]
 
+    def state_keys_after(
+        self, after: tuple[str, str | None] | None, limit: int
+    ) -> list[tuple[str, str | None]]:
+        """State keys in (customer, resource) order, strictly after ``after``: one export page."""
+        if after is None:
+            rows = self._all(
+                "SELECT customer_id, resource_key FROM states"
+                " ORDER BY customer_id, resource_key LIMIT ?",
+                limit,
+            )
+        else:
+            rows = self._all(
+                "SELECT customer_id, resource_key FROM states"
+                " WHERE (customer_id, resource_key) > (?, ?)"
+                " ORDER BY customer_id, resource_key LIMIT ?",
+                after[0],
+                rkey(after[1]),
+                limit,
+            )
+        return [(row[0], rid(row[1])) for row in rows]
+
     # ------------------------------------------------------------------- outbox
 
     def append_outbox(

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+import persistent_cache.resync as resync_module
 from persistent_cache.service import PersistentCacheService
+from persistent_cache.upstream_feed import SnapshotPage, UpstreamFeed
 from sidecar.cache.redis_keys import change_stream, state_key
 from tests.conftest import wait_for
 from tests.integration.persistent_cache.pc_support import (
@@ -169,3 +173,29 @@ async def test_a_key_redis_refuses_is_skipped_and_the_rest_resynced(
                 assert (got is None) == (customer == "refused-2"), customer
         assert await events.get(state_key(redis_prefix, "refused-2", None)) == "squatter"
 
+
+
+async def test_the_snapshot_is_read_in_pages(
+    redis_server: RedisServer, redis_prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(resync_module, "SNAPSHOT_PAGE", 2)
+    async with (
+        redis_client(redis_server) as events,
+        running_upstream(tmp_path, redis_server, redis_prefix) as up,
+    ):
+        provision(up, [f"paged-{i}" for i in range(7)])
+        await wait_for(lambda: published(redis_server, redis_prefix, up), what="events published")
+        await events.xtrim(change_stream(redis_prefix), maxlen=0)
+        fetched: list[str | None] = []
+        original = UpstreamFeed.snapshot_page
+
+        async def spy(feed: UpstreamFeed, after: str | None, limit: int) -> SnapshotPage:
+            fetched.append(after)
+            return await original(feed, after, limit)
+
+        monkeypatch.setattr(UpstreamFeed, "snapshot_page", spy)
+        async with PersistentCacheService(service_settings(redis_prefix, redis_server, up)) as svc:
+            result = await svc.resync()
+            assert result.states == len(state_keys(up)) == 7
+            assert len(fetched) == 4 and fetched[0] is None and None not in fetched[1:]
+            await wait_for(lambda: converged(svc.store, up), what="cache == upstream")

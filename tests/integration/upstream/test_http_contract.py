@@ -654,6 +654,29 @@ async def test_snapshot_holds_every_state_at_the_feed_head(api: Api) -> None:
     assert states[("globex", None)]["accessDeniedReason"] == "NO_ACTIVE_SUBSCRIPTION"
 
 
+async def test_snapshot_pages_cover_every_state_once_in_order(api: Api) -> None:
+    customers = [f"page-{n:02d}" for n in range(7)]
+    for customer in customers:
+        await provision(api, customer)
+    whole = await api.ok("GET", "/v1/snapshot")
+    assert whole["next"] is None
+    first = await api.ok("GET", "/v1/snapshot?limit=3")
+    pages, after = [first], first["next"]
+    while after is not None:
+        page = await api.ok("GET", f"/v1/snapshot?limit=3&after={after}")
+        pages.append(page)
+        after = page["next"]
+    paged = [state for page in pages for state in page["states"]]
+
+    def key(state: dict[str, Any]) -> tuple[str, str]:
+        return state["customerId"], state["resourceId"] or ""
+
+    assert [key(s) for s in paged] == sorted(key(s) for s in whole["states"])
+    assert sorted(paged, key=key) == sorted(whole["states"], key=key)
+    assert [len(page["states"]) for page in pages][:2] == [3, 3]
+    assert first["seq"] == whole["seq"]
+
+
 # -------------------------------------------------------- every 4xx, as JSON
 
 SEED_SUB = "sub-acme"
@@ -960,6 +983,12 @@ BAD_REQUESTS = [
     Bad("changes-after-fraction", "GET", "/v1/changes", params={"after": "1.5"}, field="after"),
     Bad("changes-limit-too-large", "GET", "/v1/changes", params={"limit": "5001"}, field="limit"),
     Bad("changes-limit-negative", "GET", "/v1/changes", params={"limit": "-1"}, field="limit"),
+    Bad("snapshot-limit-zero", "GET", "/v1/snapshot", params={"limit": "0"}, field="limit"),
+    Bad("snapshot-limit-too-large", "GET", "/v1/snapshot", params={"limit": "5001"},
+        field="limit"),
+    Bad("snapshot-cursor-garbage", "GET", "/v1/snapshot", params={"after": "!!"}, field="after"),
+    Bad("snapshot-cursor-not-a-pair", "GET", "/v1/snapshot", params={"after": "WzFd"},
+        field="after"),
 ]
 
 
