@@ -3,10 +3,12 @@
 Layout (``P`` = REDIS_ENVIRONMENT_PREFIX, ``C`` = customer id, ``R`` = resource id or empty):
 
 - ``P:{c:C}:s:R`` — a hash holding one (customer, resource) state and its usage records:
-  ``state``/``state:v`` (entitlement state JSON and its version), ``u:f:<feature>``/
-  ``u:f:<feature>:v`` (feature usage records) and ``u:c:<currency>``/``u:c:<currency>:v``
-  (wallet consumption records), and ``deleted:v`` (the newest deletion's version: nothing
-  committed before it is kept or written again). One hash per key makes a read one round trip
+  ``state``/``v:state`` (entitlement state JSON and its version), ``u:f:<feature>``/
+  ``v:u:f:<feature>`` (feature usage records) and ``u:c:<currency>``/``v:u:c:<currency>``
+  (wallet consumption records), and ``v:deleted`` (the newest deletion's version: nothing
+  committed before it is kept or written again). Versions sit under a prefix of their own, so
+  no feature or currency id (one ending in ``:v``, say) can make a value and a version share a
+  field. One hash per key makes a read one round trip
   and lets one script compare-and-write any record atomically.
 - ``P:{c:C}:lock:R`` — the cross-process refetch lock; ``P:refetch:{c:C}:R`` its pub/sub channel.
 - ``P:invalidations`` — pub/sub channel announcing every write (customer, resource, version).
@@ -20,11 +22,11 @@ a script may touch several of them.
 from __future__ import annotations
 
 STATE_FIELD = "state"
-STATE_VERSION_FIELD = "state:v"
+STATE_VERSION_FIELD = "v:state"
 FEATURE_USAGE_PREFIX = "u:f:"
 CREDIT_USAGE_PREFIX = "u:c:"
-VERSION_SUFFIX = ":v"
-DELETED_VERSION_FIELD = "deleted:v"
+VERSION_PREFIX = "v:"
+DELETED_VERSION_FIELD = "v:deleted"
 
 
 def _tag(customer_id: str) -> str:
@@ -68,7 +70,7 @@ def credit_usage_field(currency_id: str) -> str:
 
 
 def version_field(field: str) -> str:
-    return field + VERSION_SUFFIX
+    return VERSION_PREFIX + field
 
 
 def ttl_ms(ttl_seconds: int) -> int:

@@ -71,13 +71,13 @@ end
 #:   'a', payload, n, then n triplets (field, version, value)   -- apply records
 #:   'd', payload, version                                       -- delete
 #:
-#: Apply: a triplet is written (value into ``field``, version into ``field:v``) iff the hash
-#: holds no version for the field or an older one, and the hash's ``deleted:v`` is older too;
+#: Apply: a triplet is written (value into ``field``, version into ``v:field``) iff the hash
+#: holds no version for the field or an older one, and the hash's ``v:deleted`` is older too;
 #: otherwise it is a no-op counted as stale. Fields must be distinct within one write.
 #:
-#: Delete: the hash keeps ``deleted:v``, the newest deletion's version. A deletion not newer
+#: Delete: the hash keeps ``v:deleted``, the newest deletion's version. A deletion not newer
 #: than it is stale; a newer one removes each record (state or usage) not newer than itself and
-#: keeps the rest. With apply refusing anything not newer than ``deleted:v``, deletions and
+#: keeps the rest. With apply refusing anything not newer than ``v:deleted``, deletions and
 #: writes may arrive in any order and end where in-order delivery ends; nothing committed before
 #: a deletion comes back. A hash left without a ``state`` reads as a miss.
 #:
@@ -103,13 +103,13 @@ end
 
 local function apply(key, payload, first, count)
   local applied, stale = 0, 0
-  local floor = redis.call('HGET', key, 'deleted:v')
+  local floor = redis.call('HGET', key, 'v:deleted')
   if floor and not canonical(floor) then
     floor = nil
   end
   for i = first, first + (count - 1) * 3, 3 do
     local name, version, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-    local version_name = name .. ':v'
+    local version_name = 'v:' .. name
     local held = redis.call('HGET', key, version_name)
     if floor and not greater(version, floor) then
       stale = stale + 1
@@ -127,7 +127,7 @@ local function apply(key, payload, first, count)
 end
 
 local function delete(key, payload, version)
-  local floor = redis.call('HGET', key, 'deleted:v')
+  local floor = redis.call('HGET', key, 'v:deleted')
   if floor and canonical(floor) and not greater(version, floor) then
     return 0, 1
   end
@@ -135,11 +135,10 @@ local function delete(key, payload, version)
   local fields = redis.call('HGETALL', key)
   for i = 1, #fields, 2 do
     local name, held = fields[i], fields[i + 1]
-    -- Versions are canonical integers and values JSON objects, so a field is a version exactly
-    -- when its name ends in ':v' and its content is canonical.
-    if name ~= 'deleted:v' and string.sub(name, -2) == ':v' and canonical(held) then
-      if not greater(held, version) then
-        local record = string.sub(name, 1, -3)
+    -- A corrupt version counts as absent here too: its record goes.
+    if name ~= 'v:deleted' and string.sub(name, 1, 2) == 'v:' then
+      if not (canonical(held) and greater(held, version)) then
+        local record = string.sub(name, 3)
         if record == 'state' and redis.call('HEXISTS', key, 'state') == 1 then
           removed = 1
         end
@@ -147,7 +146,7 @@ local function delete(key, payload, version)
       end
     end
   end
-  redis.call('HSET', key, 'deleted:v', version)
+  redis.call('HSET', key, 'v:deleted', version)
   touch(key, payload)
   return removed, 0
 end

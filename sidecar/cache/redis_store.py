@@ -409,8 +409,7 @@ def _decode_hash(
     feature_usage: dict[str, UsageRecord] = {}
     credit_usage: dict[str, UsageRecord] = {}
     for name, value in fields.items():
-        # Values and versions share a prefix; a value is the field whose ``:v`` partner exists,
-        # which stays right even for ids that themselves end in ":v".
+        # A value counts once its version is there (a write stores both at once).
         if version_field(name) not in fields:
             continue
         if name.startswith(FEATURE_USAGE_PREFIX):

@@ -268,7 +268,7 @@ async def test_corrupt_json_reads_as_a_miss_and_is_counted(
     store: RedisStore, client: Redis
 ) -> None:
     key = state_key(store.prefix, "cust-x", None)
-    await client.hset(key, mapping={"state": "{not json", "state:v": "1"})
+    await client.hset(key, mapping={"state": "{not json", "v:state": "1"})
 
     assert await store.get("cust-x", None) is None
     assert store.decode_errors == 1
@@ -292,7 +292,7 @@ async def test_a_corrupt_stored_version_does_not_block_writes(
     store: RedisStore, client: Redis
 ) -> None:
     key = state_key(store.prefix, "cust-cv", None)
-    await client.hset(key, mapping={"state": "garbage", "state:v": "not-a-number"})
+    await client.hset(key, mapping={"state": "garbage", "v:state": "not-a-number"})
     fixed = versioned(demo_snapshot("cust-cv"), state=1)
     assert (await store.apply_snapshot(fixed)).applied == 4
     assert await store.get("cust-cv", None) == fixed
@@ -415,8 +415,8 @@ async def test_deletions_are_versioned_and_drop_only_what_came_before(
         await client.publish(channel, "marker")
         assert await next_message(pubsub) == "marker"
     held = await client.hgetall(key)
-    assert sorted(held) == [b"deleted:v", b"u:f:api-calls", b"u:f:api-calls:v"]
-    assert held[b"deleted:v"] == b"7" and held[b"u:f:api-calls:v"] == b"9"
+    assert sorted(held) == [b"u:f:api-calls", b"v:deleted", b"v:u:f:api-calls"]
+    assert held[b"v:deleted"] == b"7" and held[b"v:u:f:api-calls"] == b"9"
     assert await store.get("ev-t", None) is None  # no state: a miss
     assert 0 < await client.pttl(key) <= 3_600_000
     # Nothing committed before the deletion comes back, state or usage, whatever the order...
@@ -433,13 +433,35 @@ async def test_deletions_are_versioned_and_drop_only_what_came_before(
     assert got is not None and got.state.version == 10
 
 
+async def test_ids_ending_like_a_version_field_keep_their_own_records(store: RedisStore) -> None:
+    # "x:v" next to "x": with versions under their own prefix, no field serves two records.
+    base = versioned(demo_snapshot("cust-ids"), state=1)
+    both = base.with_feature_usage("x", usage_record(1, 3)).with_feature_usage(
+        "x:v", usage_record(2, 4)
+    )
+    await store.apply_snapshot(both)
+    got = await store.get("cust-ids", None)
+    assert got is not None
+    assert got.feature_usage["x"] == usage_record(1, 3)
+    assert got.feature_usage["x:v"] == usage_record(2, 4)
+    # An older record of "x" is stale: its stored version was not overwritten by "x:v"'s value.
+    older = usage_record(9, 2)
+    assert await store.apply_usage("cust-ids", None, older, feature_id="x") == ApplyResult(0, 1)
+    assert await store.apply_usage("cust-ids", None, usage_record(5, 5), feature_id="x:v") == (
+        ApplyResult(1, 0)
+    )
+    got = await store.get("cust-ids", None)
+    assert got is not None and got.feature_usage["x"] == usage_record(1, 3)
+    assert got.feature_usage["x:v"] == usage_record(5, 5)
+
+
 async def test_a_deletion_record_without_ttl_never_expires(
     client: Redis, redis_prefix: str
 ) -> None:
     store = RedisStore(client, prefix=redis_prefix, ttl_seconds=-1)
     await store.apply_events([event(EventKind.DELETED, 1, "ev-forever", 3)])
     key = state_key(redis_prefix, "ev-forever", None)
-    assert await client.hgetall(key) == {b"deleted:v": b"3"}
+    assert await client.hgetall(key) == {b"v:deleted": b"3"}
     assert await client.pttl(key) == -1
 
 

@@ -107,8 +107,8 @@ def test_values_are_the_bytes_the_state_hash_stores() -> None:
 
 
 def test_ids_that_look_like_version_fields_cannot_collide() -> None:
-    # Feature "x" has its version in hash field "u:f:x:v", which is also feature "x:v"'s value
-    # field; entries address values by position, so both records arrive intact.
+    # Entries address values by position, so records of features "x" and "x:v" (whose names
+    # differ only by a suffix) both arrive intact.
     snapshot = demo_snapshot("cust-1")
     snapshot = snapshot.with_feature_usage("x", RECORD).with_feature_usage("x:v", RECORD)
     event = ChangeEvent(EventKind.ENTITLEMENTS, 3, "cust-1", None, 4, AT, snapshot=snapshot)
