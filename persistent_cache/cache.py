@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from sidecar.cache.hash_writes import HashWrite
-from sidecar.model.events import ChangeEvent
 from sidecar.model.state import CustomerSnapshot
 
 
@@ -24,14 +23,10 @@ class ApplyOutcome(Protocol):
 
 
 class EventWriter(Protocol):
-    async def apply_events(self, events: Sequence[ChangeEvent]) -> Sequence[ApplyOutcome]: ...
-
     async def apply_writes(self, writes: Sequence[HashWrite]) -> Sequence[ApplyOutcome]: ...
 
 
 class CacheStore(EventWriter, Protocol):
-    async def apply_snapshot(self, snapshot: CustomerSnapshot) -> ApplyOutcome: ...
-
     async def get(self, customer_id: str, resource_id: str | None) -> CustomerSnapshot | None: ...
 
     async def get_epoch(self) -> str | None: ...

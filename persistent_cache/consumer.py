@@ -236,9 +236,6 @@ class Consumer:
             # The rest of the batch went through; only the refused entries are parked.
             self._metrics.apply_seconds.observe(time.perf_counter() - started)
             return self._settle(events, exc.outcomes)
-        except CacheRejected as exc:
-            log.warning("batch_write_rejected", error=str(exc), size=len(events))
-            return await self._write_one_by_one(events)
         except CacheUnavailable:
             raise
         except Exception as exc:

@@ -163,18 +163,27 @@ class SidecarServicer:
         self._count_outcome(method, outcome)  # type: ignore[arg-type]
         return data
 
-    def _keep(
+    def _answer(
         self,
+        method: str,
         snapshot: CustomerSnapshot | None,
         name: str | None,
-        data: bytes,
-        result: Result,
-        now: datetime,
-    ) -> None:
+        evaluate: Callable[[datetime], Result],
+        build: Callable[[Result], Message],
+    ) -> bytes:
+        """A single-feature answer: memoized bytes, or evaluated, counted and memoized."""
+        memoized = self._recall(method, snapshot, name)
+        if memoized is not None:
+            return memoized
+        now = self._service.now()
+        result = evaluate(now)
+        self._count(method, result)
+        data: bytes = build(result).SerializeToString()
         if snapshot is not None and name is not None:
             outcome: Outcome = (result.is_fallback, result.has_access, result.reason)
             until = self._service.horizon(snapshot, now)
             self._service.remember_view(snapshot, name, data, until, outcome)
+        return data
 
     async def _typed(
         self,
@@ -191,24 +200,20 @@ class SidecarServicer:
         resource_id = validation.optional_id(_opt(request, "resource_id"), "resource_id")
         options = _opt(request, "options")
         snapshot = await self._service.snapshot(customer_id, resource_id)
+
+        def evaluate(now: datetime) -> Result:
+            return typed_entitlement(
+                snapshot,
+                kind,
+                feature_id,
+                now,
+                request_fallback=_fallback(options),
+                global_fallbacks=self._fallbacks,
+                **extra,
+            )
+
         name = _view_name(method, feature_id, options, memo)
-        memoized = self._recall(method, snapshot, name)
-        if memoized is not None:
-            return memoized
-        now = self._service.now()
-        result = typed_entitlement(
-            snapshot,
-            kind,
-            feature_id,
-            now,
-            request_fallback=_fallback(options),
-            global_fallbacks=self._fallbacks,
-            **extra,
-        )
-        self._count(method, result)
-        data: bytes = build(result).SerializeToString()
-        self._keep(snapshot, name, data, result, now)
-        return data
+        return self._answer(method, snapshot, name, evaluate, build)
 
     @rpc("GetBooleanEntitlement")
     async def GetBooleanEntitlement(
@@ -295,25 +300,21 @@ class SidecarServicer:
             options.requested_values if options else (), "options.requested_values"
         )
         snapshot = await self._service.snapshot(customer_id, resource_id)
+
+        def evaluate(now: datetime) -> Result:
+            return feature_entitlement(
+                snapshot,
+                feature_id,
+                now,
+                requested_usage=requested,
+                requested_values=values,
+                request_fallback=_fallback(options),
+                global_fallbacks=self._fallbacks,
+                v2=v2,
+            )
+
         name = _view_name(method, feature_id, options, (requested, *values))
-        memoized = self._recall(method, snapshot, name)
-        if memoized is not None:
-            return memoized
-        now = self._service.now()
-        result = feature_entitlement(
-            snapshot,
-            feature_id,
-            now,
-            requested_usage=requested,
-            requested_values=values,
-            request_fallback=_fallback(options),
-            global_fallbacks=self._fallbacks,
-            v2=v2,
-        )
-        self._count(method, result)
-        data: bytes = build(result).SerializeToString()
-        self._keep(snapshot, name, data, result, now)
-        return data
+        return self._answer(method, snapshot, name, evaluate, build)
 
     @rpc("GetEntitlement")
     async def GetEntitlement(self, request: pb.GetEntitlementRequest, context: Any) -> bytes:

@@ -22,11 +22,9 @@ a script may touch several of them.
 from __future__ import annotations
 
 STATE_FIELD = "state"
-STATE_VERSION_FIELD = "v:state"
 FEATURE_USAGE_PREFIX = "u:f:"
 CREDIT_USAGE_PREFIX = "u:c:"
 VERSION_PREFIX = "v:"
-DELETED_VERSION_FIELD = "v:deleted"
 
 
 def _tag(customer_id: str) -> str:

@@ -111,8 +111,6 @@ class Writer:
         finally:
             self.in_progress -= 1
 
-    async def apply_events(self, events: Sequence[ChangeEvent]) -> list[ApplyResult]:
-        raise AssertionError("the consumer writes HashWrites")
 
 
 async def run_until_drained(stream: Stream, writer: Writer, lanes: int) -> Consumer:
