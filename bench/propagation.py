@@ -299,8 +299,7 @@ async def run(args: argparse.Namespace, server: RedisServer) -> list[dict[str, A
                 {
                     "UPSTREAM_PORT": str(upstream_port),
                     "UPSTREAM_DATABASE": str(Path(tempfile.mkdtemp()) / "upstream.db"),
-                    "CATALOG_PATH": str(ROOT / "examples" / "catalog.yaml"),
-                    "EVENTS_REDIS_URL": server.url,
+                                        "EVENTS_REDIS_URL": server.url,
                     "REDIS_ENVIRONMENT_PREFIX": PREFIX,
                 },
             )

@@ -82,8 +82,7 @@ def start_upstream(port: int) -> subprocess.Popen[bytes]:
         "SERVER_API_KEY": KEY,
         "UPSTREAM_PORT": str(port),
         "UPSTREAM_DATABASE": str(database),
-        "CATALOG_PATH": str(ROOT / "examples" / "catalog.yaml"),
-        "LOG_LEVEL": "error",
+                "LOG_LEVEL": "error",
     }
     return subprocess.Popen([sys.executable, "-m", "upstream.main"], env=env)
 

@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Sequence
 
 import structlog
 
 from persistent_cache.service import serve
-from persistent_cache.settings import Settings, SettingsError
+from persistent_cache.settings import SPECS, Settings, SettingsError
+from sidecar.cli import parse_command_line
 from sidecar.observability import configure_logging
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    parse_command_line(
+        "entitlement-persistent-cache",
+        "The persistent cache: applies upstream's change stream to Redis (versioned, with a TTL "
+        "or none),\nso sidecars with the Redis tier keep answering through upstream outages. "
+        "Stateless; run as many as you like.",
+        docs="docs/persistent-cache.md, section Configuration",
+        variables=SPECS,
+        argv=argv,
+    )
     try:
         settings = Settings.from_env()
     except SettingsError as exc:

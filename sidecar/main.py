@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -15,8 +16,9 @@ from redis.backoff import NoBackoff
 from sidecar.app import serve
 from sidecar.cache.redis_packing import use_hiredis_packing, use_hiredis_packing_cluster
 from sidecar.cache.redis_store import RedisClient, RedisStore
+from sidecar.cli import parse_command_line
 from sidecar.observability import Metrics, configure_logging
-from sidecar.settings import Settings, SettingsError
+from sidecar.settings import SPECS, Settings, SettingsError
 from sidecar.source.base import EntitlementSource
 from sidecar.source.http_upstream import HttpUpstreamSource
 from sidecar.source.redis_tier import RedisTieredSource
@@ -106,7 +108,16 @@ def _source(settings: Settings, metrics: Metrics) -> EntitlementSource | None:
     )
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    parse_command_line(
+        "entitlement-sidecar",
+        "The entitlement sidecar: answers Stigg-compatible entitlement checks over gRPC from a "
+        "local cache\n(hot cache -> Redis -> upstream -> stale copy -> fallback values) and "
+        "forwards usage and events upstream.",
+        docs="README.md, section Configuration",
+        variables=SPECS,
+        argv=argv,
+    )
     try:
         settings = Settings.from_env()
     except SettingsError as exc:

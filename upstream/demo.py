@@ -1,7 +1,7 @@
 """``entitlement-demo``: the whole system on one machine, one process, no Redis.
 
-Starts upstream (SQLite, ``examples/catalog.yaml``, a few demo customers) and a
-sidecar that reads through it and follows its push channel. Environment:
+Starts upstream (SQLite, the packaged demo catalog ``upstream/catalog/demo.yaml``, a few demo
+customers) and a sidecar that reads through it and follows its push channel. Environment:
 ``PORT`` (sidecar gRPC, default 50051), ``HTTP_PORT`` (sidecar side port, 8080),
 ``UPSTREAM_PORT`` (8787), ``DEMO_DATABASE`` (default: a fresh temporary file).
 """
@@ -14,15 +14,18 @@ import os
 import signal
 import sys
 import tempfile
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import structlog
 
 from sidecar.app import Sidecar
+from sidecar.cli import parse_command_line
 from sidecar.observability import configure_logging
 from sidecar.settings import Settings
 from sidecar.source.http_upstream import HttpUpstreamSource
+from upstream.catalog import DEMO_CATALOG
 from upstream.domain import CreditGrant, GrantType
 from upstream.errors import Conflict
 from upstream.metering import Metering, UsageItem
@@ -32,7 +35,6 @@ from upstream.settings import UpstreamSettings
 
 log = structlog.get_logger("demo")
 API_KEY = "demo-key"
-CATALOG = Path(__file__).resolve().parent.parent / "examples" / "catalog.yaml"
 
 
 def seed(upstream: Upstream) -> None:
@@ -78,7 +80,7 @@ async def run() -> None:
         api_key=API_KEY,
         port=int(os.environ.get("UPSTREAM_PORT", "8787")),
         database=database,
-        catalog_path=CATALOG,
+        catalog_path=DEMO_CATALOG,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -107,7 +109,17 @@ async def run() -> None:
             await stop.wait()
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    parse_command_line(
+        "entitlement-demo",
+        "The whole system in one process, no Redis: the reference upstream (SQLite, the demo "
+        "catalog,\ndemo customers) and a sidecar reading through it and following its change "
+        "stream.\nEnvironment: PORT (sidecar gRPC, 50051), HTTP_PORT (sidecar side port, 8080), "
+        "UPSTREAM_PORT (8787),\nDEMO_DATABASE (default: a fresh temporary file); other sidecar "
+        "variables apply as usual.",
+        docs="README.md, section Quickstart",
+        argv=argv,
+    )
     configure_logging(os.environ.get("LOG_LEVEL", "info"), os.environ.get("LOG_FORMAT", "auto"))
     asyncio.run(run())
     return 0

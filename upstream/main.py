@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import signal
 import sys
+from collections.abc import Sequence
 
+from sidecar.cli import parse_command_line
 from sidecar.observability import configure_logging
 from upstream.catalog.model import CatalogError
 from upstream.server import UpstreamServer
@@ -23,7 +25,15 @@ async def serve(settings: UpstreamSettings) -> None:
         await stop.wait()
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    parse_command_line(
+        "entitlement-upstream",
+        "The reference upstream: catalog, customers, subscriptions, credits and usage behind an "
+        "HTTP API,\nwith a durable change stream. Without CATALOG_PATH it serves the packaged "
+        "demo catalog.",
+        docs="docs/upstream.md, section Configuration",
+        argv=argv,
+    )
     try:
         settings = UpstreamSettings.from_env()
     except SettingsError as exc:

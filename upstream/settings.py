@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from upstream.catalog import DEMO_CATALOG
 from upstream.events.keys import change_stream_key
 
 
@@ -22,7 +23,7 @@ class UpstreamSettings:
     port: int = 8787
     bind_address: str = "127.0.0.1"
     database: str = "upstream.db"
-    catalog_path: Path = Path("examples/catalog.yaml")
+    catalog_path: Path = DEMO_CATALOG
     events_redis_url: str | None = None
     environment_prefix: str = "entitlements"
     log_level: str = "info"
@@ -47,7 +48,8 @@ class UpstreamSettings:
                 raise ValueError
         except ValueError:
             problems.append(f"UPSTREAM_PORT: expected a port number, got {raw_port!r}")
-        catalog = Path(env.get("CATALOG_PATH", "examples/catalog.yaml"))
+        raw_catalog = env.get("CATALOG_PATH", "").strip()
+        catalog = Path(raw_catalog) if raw_catalog else DEMO_CATALOG
         if not catalog.is_file():
             problems.append(f"CATALOG_PATH: {catalog} is not a readable file")
         level = env.get("LOG_LEVEL", "info").strip().lower()

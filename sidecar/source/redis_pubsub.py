@@ -253,4 +253,4 @@ def text_of(value: str | bytes) -> str:
 async def close_pubsub(pubsub: PubSub) -> None:
     # Best effort: the connection is being given up, usually because it already failed.
     with contextlib.suppress(*PUBSUB_FAILURES):
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()

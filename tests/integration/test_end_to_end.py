@@ -13,6 +13,7 @@ from stigg_sidecar_sdk.sdk import Stigg
 from sidecar.app import Sidecar
 from sidecar.source.http_upstream import HttpUpstreamSource
 from tests.conftest import make_settings, wait_for
+from upstream.catalog import DEMO_CATALOG
 from upstream.domain import CreditGrant, GrantType
 from upstream.metering import Metering
 from upstream.server import UpstreamServer
@@ -20,7 +21,7 @@ from upstream.service import SubscriptionRequest
 from upstream.settings import UpstreamSettings
 
 R = sdk.AccessDeniedReason
-CATALOG = Path(__file__).resolve().parents[2] / "examples" / "catalog.yaml"
+CATALOG = DEMO_CATALOG
 
 
 @dataclass

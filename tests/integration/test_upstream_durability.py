@@ -16,6 +16,7 @@ import pytest
 
 from sidecar.model.events import EventKind, decode_event
 from sidecar.model.state import DenialReason
+from upstream.catalog import DEMO_CATALOG
 from upstream.catalog.loader import load_catalog
 from upstream.errors import Invalid
 from upstream.metering import Metering, UsageItem
@@ -24,7 +25,7 @@ from upstream.service import SubscriptionRequest, Upstream
 from upstream.settings import UpstreamSettings
 from upstream.store.sqlite import Store
 
-CATALOG = Path(__file__).resolve().parents[2] / "examples" / "catalog.yaml"
+CATALOG = DEMO_CATALOG
 
 
 class Capture:

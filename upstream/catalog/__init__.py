@@ -1,5 +1,7 @@
 """The catalog as code: features, currencies, products, plans and add-ons loaded from YAML."""
 
+from pathlib import Path
+
 from upstream.catalog.loader import load_catalog, parse_catalog
 from upstream.catalog.model import (
     Addon,
@@ -18,7 +20,12 @@ from upstream.catalog.model import (
     ResetAnchor,
 )
 
+# The demo catalog ships inside the package (a plain file next to this module in every install
+# we build: wheel, editable, image), so the default works from any working directory.
+DEMO_CATALOG = Path(__file__).resolve().parent / "demo.yaml"
+
 __all__ = [
+    "DEMO_CATALOG",
     "Addon",
     "AddonBehavior",
     "Aggregation",

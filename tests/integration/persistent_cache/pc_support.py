@@ -24,13 +24,14 @@ from sidecar.cache.stream_entry import encode_entry
 from sidecar.model.events import ChangeEvent, EventKind, encode_event
 from sidecar.model.state import CustomerSnapshot, EntitlementState, encode_snapshot_dict
 from tests.redis_server import RedisServer
+from upstream.catalog import DEMO_CATALOG
 from upstream.metering import Metering, UsageItem
 from upstream.server import UpstreamServer
 from upstream.service import SubscriptionRequest
 from upstream.settings import UpstreamSettings
 
 API_KEY = "pc-test-key"
-CATALOG = Path(__file__).resolve().parents[3] / "examples" / "catalog.yaml"
+CATALOG = DEMO_CATALOG
 ROOT = Path(__file__).resolve().parents[3]
 
 

@@ -67,7 +67,7 @@ async def subscribed(client: Redis, channel: str, timeout: float = 5.0) -> Async
                 break
         yield pubsub
     finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()
 
 
 async def next_message(pubsub: PubSub, timeout: float = 5.0) -> str:

@@ -15,10 +15,11 @@ from typing import Any
 
 import aiohttp
 
+from upstream.catalog import DEMO_CATALOG
 from upstream.settings import UpstreamSettings
 
 API_KEY = "contract-test-key"
-CATALOG = Path(__file__).resolve().parents[3] / "examples" / "catalog.yaml"
+CATALOG = DEMO_CATALOG
 
 #: Marks "send no body at all" apart from "send JSON null".
 NO_BODY: Any = object()

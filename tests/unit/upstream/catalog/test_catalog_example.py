@@ -1,13 +1,12 @@
-"""examples/catalog.yaml loads and exercises every part of the catalog schema."""
+"""The packaged demo catalog loads and exercises every part of the catalog schema."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
 from sidecar.model.state import FeatureType, MeterType, ResetPeriod
 from upstream.catalog import (
+    DEMO_CATALOG,
     Addon,
     AddonBehavior,
     Aggregation,
@@ -19,7 +18,7 @@ from upstream.catalog import (
     load_catalog,
 )
 
-EXAMPLE = Path(__file__).resolve().parents[4] / "examples" / "catalog.yaml"
+EXAMPLE = DEMO_CATALOG
 
 
 @pytest.fixture(scope="module")
