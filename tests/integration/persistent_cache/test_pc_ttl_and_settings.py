@@ -65,7 +65,7 @@ def test_console_script_refuses_to_start_on_a_bad_ttl(
     for name, value in REQUIRED.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("KEYS_TTL_IN_SECS", "0")
-    assert main() == 2
+    assert main([]) == 2
     assert "KEYS_TTL_IN_SECS" in capsys.readouterr().err
 
 
