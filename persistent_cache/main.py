@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 
@@ -40,7 +41,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         runner(serve(settings))
     except OSError as exc:
         # The side port could not be bound, typically: nothing else is fatal at start.
-        structlog.get_logger("persistent_cache").error("startup_failed", error=str(exc))
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        address = f"{settings.http_bind_address}:{settings.http_port}"
+        structlog.get_logger("persistent_cache").error(
+            "startup_failed",
+            error=f"cannot listen for HTTP on {address}: {reason} (HTTP_PORT, HTTP_BIND_ADDRESS)",
+        )
         return 1
     return 0
 

@@ -146,7 +146,14 @@ SPECS: tuple[Spec, ...] = (
         "5",
         "How often to check for a lost cache (epoch key gone) or a stream gap.",
     ),
-    Spec("HTTP_PORT", "http_port", int_in(0, 65535), "8080", "HTTP side port."),
+    Spec(
+        "HTTP_PORT",
+        "http_port",
+        int_in(0, 65535),
+        "8081",
+        "HTTP side port (`/livez`, `/readyz`, `/metrics`). 8081, so it does not collide with "
+        "the sidecar's 8080 on one host.",
+    ),
     Spec(
         "HTTP_BIND_ADDRESS",
         "http_bind_address",
@@ -189,7 +196,7 @@ class Settings:
     claim_idle_ms: int = 30_000
     api_url: str = "http://127.0.0.1:8787"
     epoch_check_seconds: float = 5.0
-    http_port: int = 8080
+    http_port: int = 8081
     http_bind_address: str = "0.0.0.0"
     log_level: str = "info"
     log_format: str = "auto"

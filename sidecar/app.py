@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from types import TracebackType
 
@@ -13,10 +14,12 @@ from sidecar.api.grpc_server import GrpcServer
 from sidecar.api.http_server import HttpServer, build_app
 from sidecar.api.servicer import SidecarServicer
 from sidecar.cache.hot_cache import HotCache
+from sidecar.errors import StartupError
 from sidecar.observability import Metrics
 from sidecar.service.entitlements import CacheEntry, EntitlementService
 from sidecar.settings import Settings
 from sidecar.source.base import EntitlementSource
+from sidecar.tasks import cancel_and_wait
 
 log = structlog.get_logger("sidecar")
 
@@ -63,12 +66,22 @@ class Sidecar:
         return self._ready
 
     async def start(self) -> None:
-        await self.http.start()
-        await self.grpc.start()
-        self.service.start()
-        # Ready once the change stream is live (or at once offline), so a fresh
-        # pod never answers from a cache that cannot be kept coherent.
-        await self.service.synced.wait()
+        """Start serving; on any failure or cancellation, release what was started."""
+        try:
+            try:
+                await self.http.start()
+            except OSError as exc:
+                address = f"{self.settings.http_bind_address}:{self.settings.http_port}"
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                raise StartupError(
+                    f"cannot listen for HTTP on {address}: {reason} (HTTP_PORT, HTTP_BIND_ADDRESS)"
+                ) from exc
+            await self.grpc.start()
+            self.service.start()
+            synced = await self._wait_for_backend()
+        except BaseException:
+            await self._release()
+            raise
         await self.grpc.mark_serving()
         self._ready = True
         log.info(
@@ -76,15 +89,44 @@ class Sidecar:
             grpc_port=self.grpc.port,
             http_port=self.http.port,
             offline=self.service.offline,
+            backend_synced=synced,
             cache_max_bytes=self.settings.cache_max_bytes,
         )
 
+    async def _wait_for_backend(self) -> bool:
+        """Whether the backend synced before readiness.
+
+        Ready once the change stream is live (or at once offline), so a fresh pod does not
+        answer from a cache that cannot be kept coherent; but an injected sidecar must not keep
+        its app pod unready through a backend outage, so after ``startup_wait_seconds`` it
+        serves what it can (Redis, stale copies, fallbacks) and says so.
+        """
+        wait = self.settings.startup_wait_seconds
+        if wait is None:
+            await self.service.synced.wait()
+            return True
+        try:
+            async with asyncio.timeout(wait):
+                await self.service.synced.wait()
+        except TimeoutError:
+            log.warning(
+                "ready_without_backend",
+                waited_seconds=wait,
+                api_url=self.settings.api_url,
+                hint="answers come from Redis, stale copies or fallbacks until it is reachable",
+            )
+            return False
+        return True
+
     async def stop(self) -> None:
+        await self._release()
+        log.info("sidecar_stopped")
+
+    async def _release(self) -> None:
         self._ready = False
         await self.grpc.stop(self.settings.shutdown_grace_seconds)
         await self.service.aclose()
         await self.http.stop()
-        log.info("sidecar_stopped")
 
     async def __aenter__(self) -> Sidecar:
         await self.start()
@@ -102,12 +144,35 @@ class Sidecar:
 async def serve(
     settings: Settings, source: EntitlementSource | None, *, metrics: Metrics | None = None
 ) -> None:
-    """Run until SIGTERM or SIGINT, then drain within the configured grace period."""
+    """Run until SIGTERM or SIGINT, then drain within the configured grace period.
+
+    The signals are honoured from the first moment, start-up included: a sidecar still
+    waiting for its backend stops at once instead of holding a rollout until SIGKILL.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    async with Sidecar(settings, source, metrics=metrics):
+    sidecar = Sidecar(settings, source, metrics=metrics)
+    starting = loop.create_task(sidecar.start())
+    stopping = loop.create_task(stop.wait())
+    try:
+        await asyncio.wait((starting, stopping), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        await cancel_and_wait(stopping)
+    if not starting.done():
+        log.info("stopping_before_ready")
+        starting.cancel()
+        await asyncio.wait((starting,))
+        if starting.cancelled() or starting.exception() is not None:
+            return  # start() released what it had started
+        # The cancellation arrived just as the start completed.
+        await sidecar.stop()
+        return
+    starting.result()  # a failed start raises here
+    try:
         await stop.wait()
         log.info("draining", grace_seconds=settings.shutdown_grace_seconds)
+    finally:
+        await sidecar.stop()

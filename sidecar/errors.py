@@ -8,6 +8,8 @@ SidecarError
     │       └── CacheRejected   Redis refused one write and will again (a key of the wrong type)
     │           └── WritesRejected  some writes of a batch were refused, the rest went through
     └── SourceRejected      the source refused the request (4xx): retrying won't help
+        └── InvalidApiKey       the source refused our API key (401/403)
+StartupError             the process cannot start (a port it cannot bind, say)
 """
 
 from __future__ import annotations
@@ -36,6 +38,14 @@ class SourceUnavailable(SourceError):
 
 class SourceRejected(SourceError):
     pass
+
+
+class InvalidApiKey(SourceRejected):
+    """The source refused SERVER_API_KEY: nothing will work until the key is fixed."""
+
+
+class StartupError(SidecarError):
+    """The process cannot start; the message is the one line an operator needs."""
 
 
 class CacheUnavailable(SourceUnavailable):

@@ -17,6 +17,7 @@ from sidecar.app import serve
 from sidecar.cache.redis_packing import use_hiredis_packing, use_hiredis_packing_cluster
 from sidecar.cache.redis_store import RedisClient, RedisStore
 from sidecar.cli import parse_command_line
+from sidecar.errors import StartupError
 from sidecar.observability import Metrics, configure_logging
 from sidecar.settings import SPECS, Settings, SettingsError
 from sidecar.source.base import EntitlementSource
@@ -134,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runner = uvloop.run
     try:
         runner(serve(settings, source, metrics=metrics))
-    except OSError as exc:
+    except (StartupError, OSError) as exc:
         structlog.get_logger("sidecar").error("startup_failed", error=str(exc))
         return 1
     return 0

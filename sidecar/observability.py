@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -180,6 +180,17 @@ class Metrics:
         self.refetch_lock_waits = Counter(
             "sidecar_refetch_lock_waits",
             "Redis misses that waited for another process's refetch instead of fetching.",
+            registry=r,
+        )
+        self.invalid_api_key_errors = Counter(
+            "sidecar_invalid_api_key_errors",
+            "Calls the source refused because of the API key (SERVER_API_KEY).",
+            registry=r,
+        )
+        self.backend_synced = Gauge(
+            "sidecar_backend_synced",
+            "1 while the source's change stream is live (or offline mode); 0 while the sidecar "
+            "serves without it (a degraded start, or the stream lost).",
             registry=r,
         )
         self.propagation = Histogram(

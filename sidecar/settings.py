@@ -7,6 +7,7 @@ README's configuration table is rendered from ``SPECS`` (a test keeps it fresh).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,16 @@ from sidecar.envconfig import (
     text,
 )
 from sidecar.evaluation.fallback import FallbackError, FallbackValues, parse_fallback_map
+
+
+def _startup_wait(raw: str) -> float | None:
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise ValueError(f"expected a number of seconds, got {raw!r}") from None
+    if math.isnan(seconds) or math.isinf(seconds):
+        raise ValueError(f"expected a finite number of seconds, got {raw!r}")
+    return None if seconds < 0 else seconds
 
 
 def _fallbacks(raw: str) -> Mapping[str, FallbackValues]:
@@ -145,6 +156,16 @@ SPECS: tuple[Spec, ...] = (
         "On SIGTERM/SIGINT: stop accepting calls, let in-flight ones finish for this long.",
     ),
     Spec(
+        "STARTUP_WAIT_SECONDS",
+        "startup_wait_seconds",
+        _startup_wait,
+        "10",
+        "How long a starting sidecar waits for its backend (the change stream; the first "
+        "answer from upstream) before it reports ready anyway and serves what it can (Redis, "
+        "stale copies, fallbacks: `is_fallback` says so). Negative: wait for the backend "
+        "however long it takes (strict readiness, for a standalone deployment).",
+    ),
+    Spec(
         "MAX_MESSAGE_BYTES",
         "max_message_bytes",
         int_in(1024, 64 * 2**20),
@@ -210,6 +231,8 @@ class Settings:
     log_level: str = "info"
     log_format: str = "auto"
     shutdown_grace_seconds: float = 10.0
+    # None: strict, ready only once the backend is synced.
+    startup_wait_seconds: float | None = 10.0
     max_message_bytes: int = 4 * 2**20
     redis_prefix: str = ""
     redis_host: str = "localhost"

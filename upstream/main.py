@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Sequence
+
+import structlog
 
 from sidecar.cli import parse_command_line
 from sidecar.observability import configure_logging
@@ -45,6 +48,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CatalogError as exc:
         print(f"entitlement-upstream: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        # The API port could not be bound, typically: nothing else is fatal at start.
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        address = f"{settings.bind_address}:{settings.port}"
+        structlog.get_logger("upstream").error(
+            "startup_failed",
+            error=f"cannot listen on {address}: {reason} (UPSTREAM_PORT, UPSTREAM_BIND_ADDRESS)",
+        )
+        return 1
     return 0
 
 

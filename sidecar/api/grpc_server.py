@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from sidecar.errors import StartupError
 from sidecar.pb import sidecar_pb2 as pb
 
 SERVICE = pb.DESCRIPTOR.services_by_name["SidecarService"]
@@ -41,6 +44,30 @@ def sidecar_handler(servicer: object) -> grpc.GenericRpcHandler[Any, Any]:
     return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
 
 
+def _check_bindable(host: str, port: int) -> None:
+    """Fail with the reason when the address cannot be bound.
+
+    grpc reports a failed bind with a generic message (and C-core log lines), without the
+    errno an operator needs: "in use" and "permission denied" (a port below 1024 as non-root)
+    call for different fixes. Binding a probe socket first gives the reason in one line.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if exc.errno == errno.EACCES and port < 1024:
+            reason += (
+                "; a non-root process needs CAP_NET_BIND_SERVICE or the sysctl "
+                "net.ipv4.ip_unprivileged_port_start (see docs/deploy.md)"
+            )
+        raise StartupError(
+            f"cannot listen for gRPC on {host}:{port}: {reason} (PORT, BIND_ADDRESS)"
+        ) from exc
+
+
 class GrpcServer:
     """Owns the server's lifecycle; health reports SERVING only after ``mark_serving``."""
 
@@ -62,9 +89,12 @@ class GrpcServer:
             ),
             self.server,
         )
-        self.port = self.server.add_insecure_port(address)
-        if self.port == 0:
-            raise OSError(f"cannot bind gRPC to {address}")
+        host, _, port = address.rpartition(":")
+        _check_bindable(host.strip("[]"), int(port))
+        try:
+            self.port = self.server.add_insecure_port(address)
+        except RuntimeError as exc:  # grpc gives no reason; the probe above usually has
+            raise StartupError(f"cannot listen for gRPC on {address} (PORT, BIND_ADDRESS)") from exc
 
     async def start(self) -> None:
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)

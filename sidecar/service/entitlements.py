@@ -18,7 +18,7 @@ import structlog
 
 from sidecar.cache.hot_cache import HotCache, Key
 from sidecar.cache.sizing import deep_size
-from sidecar.errors import SourceError, SourceRejected
+from sidecar.errors import InvalidApiKey, SourceError, SourceRejected
 from sidecar.evaluation.rules import stable_until
 from sidecar.model.state import CUSTOMER_LEVEL_REASONS, CustomerSnapshot, DenialReason
 from sidecar.model.usage import RawEvent, UsageAck, UsageReport
@@ -94,8 +94,11 @@ class EntitlementService:
         self._watcher: asyncio.Task[None] | None = None
         #: Becomes true once the change stream delivered its first Resync (or at once offline).
         self.synced = asyncio.Event()
+        # Whether the source last refused our API key: logged on each change, not each retry.
+        self._key_rejected = False
         if source is None:
             self.synced.set()
+        metrics.backend_synced.set(1 if source is None else 0)
 
     @property
     def offline(self) -> bool:
@@ -119,20 +122,38 @@ class EntitlementService:
         if self._source is None:
             return None
         try:
-            return await self._fetch(key)
+            snapshot = await self._fetch(key)
         except SourceError as exc:
-            self._metrics.network_errors.inc()
-            log.warning(
-                "source_fetch_failed",
-                customer_id=customer_id,
-                resource_id=resource_id,
-                error=str(exc),
-            )
+            if not self._note_key_rejected(exc):
+                self._metrics.network_errors.inc()
+                log.warning(
+                    "source_fetch_failed",
+                    customer_id=customer_id,
+                    resource_id=resource_id,
+                    error=str(exc),
+                )
             if entry is not None:
                 # Stale data is a better answer than a guess.
                 self._metrics.stale_served.inc()
                 return entry.snapshot
             return None
+        self._note_key_accepted()
+        return snapshot
+
+    def _note_key_rejected(self, exc: SourceError) -> bool:
+        """Count a refused API key; True when ``exc`` was one. Logged when it starts, once."""
+        if not isinstance(exc, InvalidApiKey):
+            return False
+        self._metrics.invalid_api_key_errors.inc()
+        if not self._key_rejected:
+            self._key_rejected = True
+            log.error("api_key_rejected", error=str(exc), setting="SERVER_API_KEY")
+        return True
+
+    def _note_key_accepted(self) -> None:
+        if self._key_rejected:
+            self._key_rejected = False
+            log.info("api_key_accepted")
 
     async def _fetch(self, key: Key) -> CustomerSnapshot:
         pending = self._inflight.get(key)
@@ -307,6 +328,8 @@ class EntitlementService:
             # What we hold may have missed changes: drop it all, reads refetch.
             self._cache.clear()
             self.synced.set()
+            self._metrics.backend_synced.set(1)
+            self._note_key_accepted()
         elif isinstance(change, SnapshotChanged):
             state = change.snapshot.state
             key = (state.customer_id, state.resource_id)
@@ -358,7 +381,9 @@ class EntitlementService:
                     self.apply(change)
                     backoff = 0.1
             except SourceError as exc:
-                log.warning("change_stream_lost", error=str(exc))
+                if not self._note_key_rejected(exc):
+                    log.warning("change_stream_lost", error=str(exc))
+            self._metrics.backend_synced.set(0)
             # Until the stream is back, what we hold cannot be trusted.
             self._cache.clear()
             await asyncio.sleep(backoff)

@@ -34,7 +34,7 @@ import aiohttp
 import structlog
 import yarl
 
-from sidecar.errors import InvalidArgument, SourceRejected, SourceUnavailable
+from sidecar.errors import InvalidApiKey, InvalidArgument, SourceRejected, SourceUnavailable
 from sidecar.model.events import ChangeEvent, EventKind, decode_event_dict
 from sidecar.model.state import (
     CustomerSnapshot,
@@ -317,7 +317,7 @@ def _check_status(response: aiohttp.ClientResponse, payload: bytes) -> None:
     if 200 <= status < 300:
         return
     if status in (401, 403):
-        raise SourceRejected("invalid API key")
+        raise InvalidApiKey(f"invalid API key (upstream answered {status})")
     message = _error_message(payload) or f"{status} {response.reason or ''}".strip()
     if status in RETRYABLE_STATUSES:
         raise _RetryableFailure(

@@ -33,7 +33,7 @@ async def test_health_serving_once_ready(sidecar: Sidecar) -> None:
 async def test_not_ready_until_change_stream_synced() -> None:
     source = InMemorySource()
     never_synced = _NeverSyncs(source)
-    app = Sidecar(make_settings(), never_synced)  # type: ignore[arg-type]
+    app = Sidecar(make_settings(startup_wait_seconds=None), never_synced)  # type: ignore[arg-type]
     starting = asyncio.ensure_future(app.start())
     await wait_for(lambda: app.http.port != 0 and app.grpc_port != 0, what="servers to bind")
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
