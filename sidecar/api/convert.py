@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf.struct_pb2 import Struct
@@ -34,8 +34,13 @@ def timestamp(value: datetime) -> Timestamp:
     return Timestamp(seconds=seconds, nanos=value.microsecond * 1000)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def from_timestamp(value: Timestamp) -> datetime:
-    return datetime.fromtimestamp(value.seconds + value.nanos / 1e9, UTC)
+    # Integer arithmetic: a float of seconds + nanos rounds 9999-12-31T23:59:59.9999999 up
+    # into year 10000, which datetime cannot hold.
+    return _EPOCH + timedelta(seconds=value.seconds, microseconds=value.nanos // 1000)
 
 
 def _present(**fields: Any) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from sidecar.api.validation import MalformedBody
 from sidecar.errors import StartupError
 from sidecar.pb import sidecar_pb2 as pb
 
@@ -30,6 +31,19 @@ def _serializer(message_class: Any) -> Callable[[Any], bytes]:
     return to_wire
 
 
+def _deserializer(message_class: Any) -> Callable[[bytes], Any]:
+    parse: Callable[[bytes], Any] = message_class.FromString
+    name = message_class.DESCRIPTOR.name
+
+    def from_wire(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception as exc:  # DecodeError, or a nesting too deep: bad input either way
+            return MalformedBody(name, str(exc) or type(exc).__name__)
+
+    return from_wire
+
+
 def sidecar_handler(servicer: object) -> grpc.GenericRpcHandler[Any, Any]:
     """Register every RPC of the service on ``servicer``'s methods of the same name."""
     handlers = {}
@@ -38,7 +52,7 @@ def sidecar_handler(servicer: object) -> grpc.GenericRpcHandler[Any, Any]:
         response = message_factory.GetMessageClass(method.output_type)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
             getattr(servicer, method.name),
-            request_deserializer=request.FromString,
+            request_deserializer=_deserializer(request),
             response_serializer=_serializer(response),
         )
     return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)

@@ -8,6 +8,7 @@ and write-path failures surface as gRPC errors.
 from __future__ import annotations
 
 import functools
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
@@ -19,6 +20,7 @@ from google.protobuf.empty_pb2 import Empty
 from google.protobuf.message import Message
 
 from sidecar.api import convert, validation
+from sidecar.api.validation import MalformedBody
 from sidecar.errors import InvalidArgument, SidecarError, SourceRejected, SourceUnavailable
 from sidecar.evaluation.fallback import FallbackValues
 from sidecar.evaluation.getters import (
@@ -66,6 +68,8 @@ def rpc(method: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
         ) -> Resp:
             started = time.perf_counter()
             try:
+                if isinstance(request, MalformedBody):
+                    raise request.error()
                 return await handler(self, request, context)
             except SidecarError as exc:
                 if isinstance(exc, InvalidArgument):
@@ -73,6 +77,16 @@ def rpc(method: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
                 else:
                     log.warning("rpc_failed", method=method, error=str(exc))
                 await context.abort(status_for(exc), str(exc))
+                raise  # unreachable: abort raises
+            except grpc.aio.AbortError:
+                raise
+            except Exception:
+                # A bug of ours: the caller gets an id to quote, never a Python message.
+                error_id = secrets.token_hex(8)
+                log.exception("rpc_crashed", method=method, error_id=error_id)
+                await context.abort(
+                    grpc.StatusCode.INTERNAL, f"internal error (error id {error_id})"
+                )
                 raise  # unreachable: abort raises
             finally:
                 self._latency[method].observe(time.perf_counter() - started)
@@ -401,6 +415,7 @@ class SidecarServicer:
         validation.optional_id(_opt(request, "resource_id"), f"{prefix}resource_id")
         is_set = request.update_behavior == pb.USAGE_UPDATE_BEHAVIOR_SET
         validation.usage_value(request.value, is_set, f"{prefix}value")
+        validation.timestamp(request, f"{prefix}timestamp")
         return convert.usage_report(request)
 
     @rpc("ReportUsage")
@@ -427,6 +442,7 @@ class SidecarServicer:
             validation.require_id(event.customer_id, f"events[{i}].customer_id")
             validation.require_id(event.idempotency_key, f"events[{i}].idempotency_key")
             validation.optional_id(_opt(event, "resource_id"), f"events[{i}].resource_id")
+            validation.timestamp(event, f"events[{i}].timestamp")
         if request.events:
             await self._service.report_events([convert.raw_event(e) for e in request.events])
         return Empty()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from sidecar.errors import InvalidArgument
 
@@ -16,6 +17,28 @@ MAX_ID_LENGTH = 256
 MAX_USAGE_BATCH = 100
 MAX_EVENT_BATCH = 1000
 MAX_REQUESTED_VALUES = 1000
+# google.protobuf.Timestamp's documented range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+MIN_TIMESTAMP_SECONDS = -62_135_596_800
+MAX_TIMESTAMP_SECONDS = 253_402_300_799
+
+
+class MalformedBody:
+    """Stands in for a request whose bytes did not parse.
+
+    grpcio answers UNKNOWN when a request deserializer raises, before any handler runs; so
+    the deserializer hands this over instead and the handler answers INVALID_ARGUMENT.
+    """
+
+    __slots__ = ("message_name", "problem")
+
+    def __init__(self, message_name: str, problem: str) -> None:
+        self.message_name = message_name
+        self.problem = problem
+
+    def error(self) -> InvalidArgument:
+        return InvalidArgument(
+            "request body", f"cannot be parsed as {self.message_name}: {self.problem}"
+        )
 
 
 def require_id(value: str, field: str) -> str:
@@ -55,6 +78,17 @@ def usage_value(value: float, is_set: bool, field: str) -> float:
     if is_set and value < 0:
         raise InvalidArgument(field, "must not be negative when update_behavior is SET")
     return value
+
+
+def timestamp(message: Any, field: str) -> None:
+    """An optional ``timestamp`` field of ``message``, if set, within Timestamp's range."""
+    if not message.HasField("timestamp"):
+        return
+    value = message.timestamp
+    if not MIN_TIMESTAMP_SECONDS <= value.seconds <= MAX_TIMESTAMP_SECONDS:
+        raise InvalidArgument(field, "must be between 0001-01-01 and 9999-12-31")
+    if not 0 <= value.nanos <= 999_999_999:
+        raise InvalidArgument(field, "nanos must be between 0 and 999999999")
 
 
 def batch_size(count: int, limit: int, field: str) -> None:
