@@ -12,6 +12,7 @@ import structlog
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from sidecar.app import serve
 from sidecar.cache.redis_packing import use_hiredis_packing, use_hiredis_packing_cluster
@@ -42,8 +43,9 @@ def redis_clients(settings: Settings) -> tuple[RedisClient, aioredis.Redis]:
         "socket_connect_timeout": timeout,
     }
     # One immediate retry replaces a pooled connection that died while idle; more would only
-    # make a down Redis slower to give up on (reads then go to upstream).
-    retry = Retry(NoBackoff(), 1)
+    # make a down Redis slower to give up on (reads then go to upstream). Connection errors
+    # only: a timed-out command retried would cost each read twice the timeout.
+    retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
     client: RedisClient
     if settings.redis_cluster:
         client = use_hiredis_packing_cluster(

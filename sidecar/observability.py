@@ -156,11 +156,14 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.stale_served = Counter(
+        stale = Counter(
             "sidecar_stale_served",
-            "Expired cache entries served because the source failed.",
+            "Expired copies served because the source failed, by the tier that held them.",
+            ["tier"],
             registry=r,
         )
+        self.stale_served = stale.labels("hot")
+        self.stale_served_redis = stale.labels("redis")
         self.invalid_requests = Counter(
             "sidecar_invalid_requests",
             "Requests rejected with INVALID_ARGUMENT.",
@@ -176,6 +179,11 @@ class Metrics:
         self.redis_hits = Counter("sidecar_redis_hits", "Reads answered from Redis.", registry=r)
         self.redis_misses = Counter(
             "sidecar_redis_misses", "Reads Redis could not answer.", registry=r
+        )
+        self.redis_breaker_open = Gauge(
+            "sidecar_redis_breaker_open",
+            "1 while the Redis circuit breaker is open: reads skip Redis until a probe answers.",
+            registry=r,
         )
         self.refetch_lock_waits = Counter(
             "sidecar_refetch_lock_waits",

@@ -86,7 +86,9 @@ end
 #: sidecars may still hold the customer in memory. Each write runs under pcall, so one hash of
 #: the wrong type fails that write alone. Returns three values per write: applied (for a
 #: deletion, 1 when a state was removed), stale, and '' or the error that stopped the write.
-WRITE = _VERSIONS + """
+WRITE = (
+    _VERSIONS
+    + """
 local ttl = tonumber(ARGV[1])
 local channel = ARGV[2]
 
@@ -180,6 +182,7 @@ for k = 1, #KEYS do
 end
 return out
 """
+)
 
 #: Release a lock only if ``ARGV[1]`` is still the token stored at ``KEYS[1]``: a holder whose
 #: lock expired and was taken by someone else must not release the new holder's lock.

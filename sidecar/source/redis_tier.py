@@ -5,8 +5,11 @@ neither the service nor the API layer knows Redis exists.
 
 * Reads: a Redis hit answers; a miss is refetched from upstream under a cross-process
   single-flight (Stigg's scheme, see :meth:`RedisTieredSource._refetch`) and written back with
-  a versioned write that never overwrites newer data. When Redis fails, reads go straight to
-  upstream: a Redis outage costs latency, never an error.
+  a versioned write that never overwrites newer data. A copy past its valid-until is refetched
+  too, but served (as stale) when upstream fails: Redis outlives upstream outages on purpose.
+  When Redis fails, reads go straight to upstream: a Redis outage costs latency, never an
+  error; and after a few failures in a row a circuit breaker skips Redis altogether until a
+  background probe finds it answering again, so a stalled Redis stops costing its timeout.
 * Writes: forwarded to upstream; the usage it acknowledges is written back to Redis, best
   effort, so every sidecar (not only this one) reads it next.
 * Changes: the invalidation channel the store publishes on after every write. A message drops
@@ -30,11 +33,12 @@ from redis.asyncio.client import PubSub
 from sidecar.cache.invalidation import Invalidation
 from sidecar.cache.redis_keys import invalidation_channel, refetch_channel
 from sidecar.cache.redis_store import RedisStore
-from sidecar.errors import CacheUnavailable
+from sidecar.errors import CacheUnavailable, SourceError
 from sidecar.model.state import CustomerSnapshot, UsageRecord
 from sidecar.model.usage import RawEvent, UsageAck, UsageReport
 from sidecar.observability import Metrics
 from sidecar.source.base import Change, EntitlementSource, Invalidated, Resync
+from sidecar.source.breaker import CircuitBreaker
 from sidecar.source.redis_pubsub import (
     PUBSUB_FAILURES,
     Closable,
@@ -44,10 +48,14 @@ from sidecar.source.redis_pubsub import (
     close_pubsub,
     describe,
 )
+from sidecar.tasks import cancel_and_wait
 
 log = structlog.get_logger("sidecar.source.redis")
 
 _KEEPALIVE_MESSAGE = "sidecar-keepalive"
+# Probing an open breaker: first after this long, then backing off to the maximum.
+PROBE_FIRST_SECONDS = 0.25
+PROBE_MAX_SECONDS = 5.0
 
 
 class RedisTieredSource:
@@ -73,6 +81,7 @@ class RedisTieredSource:
         owned_clients: Sequence[Closable] = (),
         log_interval: float = 10.0,
         clock: Callable[[], float] = time.time,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         if lock_ttl_ms <= 0:
             raise ValueError(f"lock_ttl_ms must be positive, got {lock_ttl_ms}")
@@ -103,21 +112,35 @@ class RedisTieredSource:
         # Separate, so a flood of one kind cannot hide the other.
         self._failure_warning = ThrottledWarning(log_interval)
         self._decode_warning = ThrottledWarning(log_interval)
+        self._breaker = breaker if breaker is not None else CircuitBreaker()
+        self._probe: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ reads
 
     async def fetch(self, customer_id: str, resource_id: str | None) -> CustomerSnapshot:
+        if self._breaker.is_open:
+            return await self._upstream.fetch(customer_id, resource_id)
         try:
-            cached = await self._get(customer_id, resource_id)
+            cached = await self._store.get(customer_id, resource_id)
         except CacheUnavailable as exc:
             self._redis_failed("get", exc)
             return await self._upstream.fetch(customer_id, resource_id)
-        if cached is not None:
+        self._redis_answered()
+        if cached is not None and not _expired(cached, self._clock()):
             self._count_hit()
             return cached
         if self._metrics is not None:
             self._metrics.redis_misses.inc()
-        return await self._refetch(customer_id, resource_id)
+        try:
+            return await self._refetch(customer_id, resource_id)
+        except SourceError:
+            if cached is None:
+                raise
+            # Upstream cannot say what replaced the expired copy; the copy is still a better
+            # answer than a guess (the evaluator rolls usage periods over at read time).
+            if self._metrics is not None:
+                self._metrics.stale_served_redis.inc()
+            return cached
 
     async def reload(self, customer_id: str, resource_id: str | None) -> CustomerSnapshot:
         """Straight from upstream, then written back (versioned) so Redis catches up too.
@@ -211,6 +234,8 @@ class RedisTieredSource:
 
     async def _fetch_and_write(self, customer_id: str, resource_id: str | None) -> CustomerSnapshot:
         snapshot = await self._upstream.fetch(customer_id, resource_id)
+        if self._breaker.is_open:
+            return snapshot
         state = snapshot.state
         own = self._own.expect(state.customer_id, state.resource_id, state.version)
         try:
@@ -240,6 +265,8 @@ class RedisTieredSource:
         return acks
 
     async def _write_usage(self, acks: Sequence[UsageAck]) -> None:
+        if self._breaker.is_open:
+            return
         try:
             for ack in acks:
                 if ack.usage is not None:
@@ -288,6 +315,9 @@ class RedisTieredSource:
         try:
             await self._subscribe_invalidations(pubsub)
             log.info("invalidation_stream_connected")
+            # Redis answers: reads must use it again before the Resync below empties the hot
+            # cache, or they would refill it from upstream behind Redis's back.
+            self._redis_answered()
             # Expectations from before may never be met: their messages could be lost.
             self._own.clear()
             yield Resync()
@@ -364,8 +394,36 @@ class RedisTieredSource:
         if self._metrics is not None:
             self._metrics.redis_client_errors.inc()
         self._failure_warning.warn("redis_failed", operation=operation, error=str(exc))
+        if self._breaker.record_failure():
+            log.warning("redis_breaker_opened", operation=operation, error=str(exc))
+            self._breaker_changed()
+            self._probe = asyncio.get_running_loop().create_task(self._probe_until_closed())
+
+    def _redis_answered(self) -> None:
+        if self._breaker.record_success():
+            log.info("redis_breaker_closed")
+            self._breaker_changed()
+
+    def _breaker_changed(self) -> None:
+        if self._metrics is not None:
+            self._metrics.redis_breaker_open.set(1 if self._breaker.is_open else 0)
+
+    async def _probe_until_closed(self) -> None:
+        """PING an open breaker's Redis, backing off, until it answers; then close it."""
+        delay = PROBE_FIRST_SECONDS
+        while self._breaker.is_open:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, PROBE_MAX_SECONDS)
+            try:
+                answered = await self._store.ping()
+            except CacheUnavailable:
+                continue
+            if answered:
+                self._redis_answered()
 
     async def aclose(self) -> None:
+        if self._probe is not None:
+            await cancel_and_wait(self._probe)
         for pubsub in list(self._streams):
             await close_pubsub(pubsub)
         await self._listener.aclose()

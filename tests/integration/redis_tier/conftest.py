@@ -86,13 +86,15 @@ class Tiers:
         self.server = server
         self.prefix = prefix
         self._stack = stack
+        # Tests of a stalled Redis lower it, so each timeout it costs is short.
+        self.timeout_ms = TEST_REDIS_TIMEOUT_MS
 
     def settings(self, **overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "redis_prefix": self.prefix,
             "redis_host": "127.0.0.1",
             "redis_port": self.server.port,
-            "redis_timeout_ms": TEST_REDIS_TIMEOUT_MS,
+            "redis_timeout_ms": self.timeout_ms,
         }
         values.update(overrides)
         return make_settings(**values)
