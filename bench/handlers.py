@@ -38,6 +38,7 @@ from sidecar.cache.hot_cache import HotCache  # noqa: E402
 from sidecar.observability import Metrics  # noqa: E402
 from sidecar.pb import sidecar_pb2 as pb  # noqa: E402
 from sidecar.service.entitlements import CacheEntry, EntitlementService  # noqa: E402
+from sidecar.source.base import Resync  # noqa: E402
 from sidecar.source.memory import InMemorySource  # noqa: E402
 
 SHIPPED_MAX_VIEWS = entitlements.MAX_VIEWS
@@ -72,6 +73,7 @@ async def per_call_us(max_views: int, customers: int, passes: int) -> float:
         source.put(fx.build_snapshot(k, now))
     metrics = Metrics()
     service = EntitlementService(source=source, cache=HotCache[CacheEntry](2**30), metrics=metrics)
+    service.apply(Resync())  # the change stream is live: entries are trusted
     servicer = SidecarServicer(service, metrics, {})
     calls = [(getattr(servicer, method), request) for method, request in requests(customers)]
     for handler, request in calls:  # fills the hot cache, and the memo when it is on

@@ -111,6 +111,7 @@ def reference_responses() -> dict[str, dict[str, bytes]]:
     from sidecar.cache.hot_cache import HotCache
     from sidecar.observability import Metrics
     from sidecar.service.entitlements import EntitlementService
+    from sidecar.source.base import Resync
     from sidecar.source.memory import InMemorySource
 
     async def run() -> dict[str, dict[str, bytes]]:
@@ -118,6 +119,7 @@ def reference_responses() -> dict[str, dict[str, bytes]]:
         source.put(fx.build_snapshot(0))
         metrics = Metrics()
         service = EntitlementService(source=source, cache=HotCache(2**30), metrics=metrics)
+        service.apply(Resync())  # the change stream is live: entries are trusted
         servicer = SidecarServicer(service, metrics, {})
         out: dict[str, dict[str, bytes]] = {m: {} for m in METHODS}
         for method in METHODS:

@@ -98,10 +98,12 @@ def _service(cache_bytes: int, objects: str) -> tuple[Any, Any, GeneratingSource
     from sidecar.cache.hot_cache import HotCache
     from sidecar.observability import Metrics
     from sidecar.service.entitlements import EntitlementService
+    from sidecar.source.base import Resync
 
     source = GeneratingSource(objects)
     cache: HotCache[Any] = HotCache(cache_bytes)
     service = EntitlementService(source=source, cache=cache, metrics=Metrics())
+    service.apply(Resync())  # the change stream is live: entries are trusted
     return service, cache, source
 
 

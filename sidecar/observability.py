@@ -163,6 +163,12 @@ class Metrics:
             registry=r,
         )
         self.stale_served = stale.labels("hot")
+        self.oldest_stale_served = Gauge(
+            "sidecar_oldest_stale_served_seconds",
+            "Age (since last confirmed) of the oldest stale or unconfirmed hot-cache entry "
+            "served since the change stream was last live.",
+            registry=r,
+        )
         self.stale_served_redis = stale.labels("redis")
         self.invalid_requests = Counter(
             "sidecar_invalid_requests",

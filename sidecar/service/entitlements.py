@@ -28,6 +28,7 @@ from sidecar.source.base import (
     CustomerRemoved,
     EntitlementSource,
     Invalidated,
+    Resumed,
     Resync,
     SnapshotChanged,
     UsageChanged,
@@ -41,6 +42,14 @@ _NANOID_ALPHABET = "_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUV
 
 #: Memoized responses per cached snapshot (see CacheEntry.views).
 MAX_VIEWS = 32
+#: An unconfirmed entry (one the change stream may have missed changes to) is refetched at
+#: most this often per key while reads keep asking for it ...
+REVALIDATE_INTERVAL_SECONDS = 1.0
+#: ... and after a refetch failed, served as it is for this long before the next attempt, so a
+#: source that is down (or hangs) costs a key's callers one attempt per interval, not each read.
+FAILED_REVALIDATION_BACKOFF_SECONDS = 2.0
+#: The entry floor while no change stream is live: nothing held counts as confirmed.
+NOTHING_CONFIRMED = float("inf")
 
 
 def local_measurement_id() -> str:
@@ -62,6 +71,11 @@ class CacheEntry:
     views: dict[str, tuple[float, bytes, object]] = field(default_factory=dict)
     # stable_until(snapshot, now) as last computed, good until the instant it names.
     horizon: tuple[float, datetime | None] | None = None
+    # The stream epoch the state was confirmed in (see EntitlementService._floor), when (wall
+    # clock), and the earliest instant to try revalidating it again after a failed attempt.
+    epoch: int = -1
+    confirmed_at: float = 0.0
+    retry_at: float = 0.0
 
 
 def _expiry(snapshot: CustomerSnapshot) -> float | None:
@@ -96,6 +110,14 @@ class EntitlementService:
         self.synced = asyncio.Event()
         # Whether the source last refused our API key: logged on each change, not each retry.
         self._key_rejected = False
+        # Entries are stamped with the epoch they were confirmed in; those at or above the
+        # floor are trusted as they are. Losing the change stream raises the floor out of
+        # reach (everything held becomes a stale copy, revalidated on read); a lossless resume
+        # restores it, a Resync sets it to a new epoch. One comparison on the hot path.
+        self._epoch = 0
+        self._floor: float = NOTHING_CONFIRMED
+        self._floor_before_loss: float = NOTHING_CONFIRMED
+        self._oldest_stale_served = 0.0
         if source is None:
             self.synced.set()
         metrics.backend_synced.set(1 if source is None else 0)
@@ -118,7 +140,11 @@ class EntitlementService:
             and self._coherent
             and (entry.expires_at is None or entry.expires_at > self._clock())
         ):
-            return entry.snapshot
+            if entry.epoch >= self._floor:
+                return entry.snapshot
+            if not self._due_for_revalidation(entry):
+                self._served_stale(entry)
+                return entry.snapshot
         if self._source is None:
             return None
         try:
@@ -134,11 +160,28 @@ class EntitlementService:
                 )
             if entry is not None:
                 # Stale data is a better answer than a guess.
-                self._metrics.stale_served.inc()
+                entry.retry_at = self._clock() + FAILED_REVALIDATION_BACKOFF_SECONDS
+                self._served_stale(entry)
                 return entry.snapshot
             return None
         self._note_key_accepted()
         return snapshot
+
+    def _due_for_revalidation(self, entry: CacheEntry) -> bool:
+        now = self._clock()
+        if now < entry.retry_at:
+            return False
+        # With the stream live again one refetch confirms an entry for good; while it is down
+        # every read would refetch, so each key is refetched at most once per interval.
+        stream_live = self._floor != NOTHING_CONFIRMED
+        return stream_live or now - entry.confirmed_at >= REVALIDATE_INTERVAL_SECONDS
+
+    def _served_stale(self, entry: CacheEntry) -> None:
+        self._metrics.stale_served.inc()
+        age = max(self._clock() - entry.confirmed_at, 0.0)
+        if age > self._oldest_stale_served:
+            self._oldest_stale_served = age
+            self._metrics.oldest_stale_served.set(age)
 
     def _note_key_rejected(self, exc: SourceError) -> bool:
         """Count a refused API key; True when ``exc`` was one. Logged when it starts, once."""
@@ -162,6 +205,9 @@ class EntitlementService:
         future: asyncio.Future[CustomerSnapshot] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         assert self._source is not None
+        # What the fetch reads may predate a Resync that happens meanwhile: stamp it with the
+        # epoch it started in, so it is not trusted past that Resync.
+        epoch = self._epoch
         started = time.perf_counter()
         try:
             fetched = await self._source.fetch(*key)
@@ -174,7 +220,7 @@ class EntitlementService:
             raise
         self._metrics.source_latency.observe(time.perf_counter() - started)
         del self._inflight[key]
-        self._store(key, fetched)
+        self._store(key, fetched, epoch=epoch)
         for change in self._raced.pop(key, ()):
             self._apply(change)
         held = self._cache.peek(key)
@@ -182,19 +228,36 @@ class EntitlementService:
         future.set_result(snapshot)
         return snapshot
 
-    def _store(self, key: Key, snapshot: CustomerSnapshot) -> CustomerSnapshot:
-        """Put a snapshot in the hot cache, record by record newest-wins against what is held."""
+    def _store(self, key: Key, snapshot: CustomerSnapshot, *, epoch: int) -> CustomerSnapshot:
+        """Put a whole confirmed state in the hot cache, record by record newest-wins against
+        what is held; the entry counts as confirmed in ``epoch``."""
         held = self._cache.peek(key)
         if held is not None:
             snapshot = held.snapshot.merged(snapshot)
             if snapshot is held.snapshot:
+                self._confirm(held, epoch)
                 return snapshot
-        self._put(key, snapshot)
+        self._put(key, snapshot, epoch=epoch)
         return snapshot
 
-    def _put(self, key: Key, snapshot: CustomerSnapshot) -> None:
+    def _confirm(self, entry: CacheEntry, epoch: int) -> None:
+        if epoch >= entry.epoch:
+            entry.epoch = epoch
+            entry.confirmed_at = self._clock()
+            entry.retry_at = 0.0
+
+    def _put(self, key: Key, snapshot: CustomerSnapshot, *, epoch: int | None = None) -> None:
+        """Cache ``snapshot``; ``epoch`` None: a derived state (a usage update), as trusted as
+        what it was derived from."""
         size = deep_size(snapshot)
-        self._cache.put(key, CacheEntry(snapshot, _expiry(snapshot), size), size)
+        entry = CacheEntry(snapshot, _expiry(snapshot), size)
+        held = self._cache.peek(key)
+        if epoch is None:
+            if held is not None:
+                entry.epoch, entry.confirmed_at = held.epoch, held.confirmed_at
+        else:
+            entry.epoch, entry.confirmed_at = epoch, self._clock()
+        self._cache.put(key, entry, size)
 
     def view(self, snapshot: CustomerSnapshot, name: str) -> bytes | None:
         """A memoized response derived from ``snapshot``, if it is still right now."""
@@ -261,7 +324,7 @@ class EntitlementService:
             self._metrics.network_errors.inc()
             log.warning("reload_failed", customer_id=customer_id, error=str(exc))
             return False
-        self._put(key, snapshot)
+        self._put(key, snapshot, epoch=self._epoch)
         reason = snapshot.state.denial_reason
         return (
             reason is None
@@ -325,18 +388,22 @@ class EntitlementService:
 
     def _apply(self, change: Change) -> None:
         if isinstance(change, Resync):
-            # What we hold may have missed changes: drop it all, reads refetch.
-            self._cache.clear()
-            self.synced.set()
-            self._metrics.backend_synced.set(1)
-            self._note_key_accepted()
+            # Live again, but what we hold may have missed changes: keep it as a stale copy,
+            # trusted again only once refetched.
+            self._epoch += 1
+            self._floor = self._epoch
+            self._stream_live()
+        elif isinstance(change, Resumed):
+            # Live again and nothing was missed: everything held is as good as before.
+            self._floor = self._floor_before_loss
+            self._stream_live()
         elif isinstance(change, SnapshotChanged):
             state = change.snapshot.state
             key = (state.customer_id, state.resource_id)
             if key in self._inflight:
                 self._raced.setdefault(key, []).append(change)
             elif key in self._cache:
-                self._store(key, change.snapshot)
+                self._store(key, change.snapshot, epoch=self._epoch)
         elif isinstance(change, UsageChanged):
             self._apply_usage(change)
         elif isinstance(change, CustomerRemoved):
@@ -383,11 +450,26 @@ class EntitlementService:
             except SourceError as exc:
                 if not self._note_key_rejected(exc):
                     log.warning("change_stream_lost", error=str(exc))
-            self._metrics.backend_synced.set(0)
-            # Until the stream is back, what we hold cannot be trusted.
-            self._cache.clear()
+            self._stream_lost()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
+
+    def _stream_lost(self) -> None:
+        """Until the stream is back, nothing held can be trusted as it is; it stays as a stale
+        copy, revalidated on read (a few at a time) and served when the source fails."""
+        self._metrics.backend_synced.set(0)
+        if self._floor != NOTHING_CONFIRMED:
+            self._floor_before_loss = self._floor
+        self._floor = NOTHING_CONFIRMED
+        # Entries fetched from now on may miss changes too, so they belong to a new epoch.
+        self._epoch += 1
+
+    def _stream_live(self) -> None:
+        self.synced.set()
+        self._metrics.backend_synced.set(1)
+        self._oldest_stale_served = 0.0
+        self._metrics.oldest_stale_served.set(0)
+        self._note_key_accepted()
 
     def start(self) -> None:
         if self._source is not None and self._watcher is None:

@@ -55,10 +55,17 @@ class Invalidated:
 
 @dataclass(frozen=True, slots=True)
 class Resync:
-    """The change stream was interrupted: nothing held can be trusted any more."""
+    """The change stream is live (again) but may have missed changes: what is held stays as a
+    stale copy, revalidated before it is trusted."""
 
 
-Change = SnapshotChanged | UsageChanged | CustomerRemoved | Invalidated | Resync
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """The change stream is live again and every change missed meanwhile has been delivered
+    (replayed from the source's durable log): what is held can be trusted as before."""
+
+
+Change = SnapshotChanged | UsageChanged | CustomerRemoved | Invalidated | Resync | Resumed
 
 
 class EntitlementSource(Protocol):

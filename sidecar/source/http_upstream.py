@@ -26,6 +26,7 @@ import math
 import random
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -34,7 +35,13 @@ import aiohttp
 import structlog
 import yarl
 
-from sidecar.errors import InvalidApiKey, InvalidArgument, SourceRejected, SourceUnavailable
+from sidecar.errors import (
+    InvalidApiKey,
+    InvalidArgument,
+    SourceError,
+    SourceRejected,
+    SourceUnavailable,
+)
 from sidecar.model.events import ChangeEvent, EventKind, decode_event_dict
 from sidecar.model.state import (
     CustomerSnapshot,
@@ -46,7 +53,14 @@ from sidecar.model.state import (
     load_json,
 )
 from sidecar.model.usage import CreditAck, DimensionValue, RawEvent, UsageAck, UsageReport
-from sidecar.source.base import Change, CustomerRemoved, Resync, SnapshotChanged, UsageChanged
+from sidecar.source.base import (
+    Change,
+    CustomerRemoved,
+    Resumed,
+    Resync,
+    SnapshotChanged,
+    UsageChanged,
+)
 from sidecar.source.sse import SseError, SseEvent, SseParser
 
 log = structlog.get_logger("sidecar.source.http")
@@ -55,6 +69,10 @@ _T = TypeVar("_T")
 
 #: Statuses that say "not now" rather than "no": another attempt may succeed.
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+#: Replaying missed changes after a reconnect: pages of this many, at most this many pages.
+#: Past that, revalidating what is held on demand is cheaper than catching up on everything.
+REPLAY_PAGE_SIZE = 1000
+MAX_REPLAY_PAGES = 20
 #: Upstream sends a ``: ping`` comment every 15 s; three missed pings mean the stream is dead.
 STREAM_READ_TIMEOUT = 45.0
 # Pooled connections are dropped before any common server idle timeout (uvicorn: 5 s)
@@ -177,15 +195,62 @@ class HttpUpstreamSource:
             hello_seen = False
             while True:
                 for event in _parse(parser, await _read_chunk(response)):
+                    if event.event == "hello":
+                        hello_seen = True
+                        async for caught_up in self._catch_up(event.data):
+                            yield caught_up
+                        continue
                     change = self._to_change(event, hello_seen)
-                    hello_seen = hello_seen or event.event == "hello"
                     if change is not None:
                         yield change
 
+    async def _catch_up(self, hello: str) -> AsyncIterator[Change]:
+        """On (re)connecting: replay what was missed since the last position, if we can.
+
+        The stream only carries what is committed after its hello; upstream's durable log has
+        the rest. Replaying (last seen, hello] makes a reconnect lossless, so nothing held has
+        to be distrusted. A first connection, or a replay that fails or is too long, yields
+        Resync instead: what is held is then revalidated before it is trusted.
+        """
+        previous = self.last_seq
+        self._note_hello(hello)
+        head = self.last_seq
+        if previous is None or head is None or previous > head:
+            yield Resync()
+            return
+        try:
+            replayed = await self._replay(previous, head)
+        except SourceError as exc:
+            log.warning("change_stream_replay_failed", after=previous, head=head, error=str(exc))
+            replayed = None
+        if replayed is None:
+            yield Resync()
+            return
+        for change in replayed:
+            yield change
+        log.info("change_stream_resumed", after=previous, head=head, replayed=len(replayed))
+        yield Resumed()
+
+    async def _replay(self, after: int, head: int) -> list[Change] | None:
+        """The changes in (after, head] from ``GET /v1/changes``; None when too many."""
+        changes: list[Change] = []
+        cursor = after
+        for _ in range(MAX_REPLAY_PAGES):
+            if cursor >= head:
+                return changes
+            url = self._url(
+                ("v1", "changes"), {"after": str(cursor), "limit": str(REPLAY_PAGE_SIZE)}
+            )
+            page = _decode("replay", await self._call("GET", url, idempotent=True), _decode_page)
+            for event in page.events:
+                if event.seq <= head:
+                    changes.append(_change_for(event))
+            if page.next <= cursor:
+                return changes  # nothing more in the log: it ends before head
+            cursor = page.next
+        return None if cursor < head else changes
+
     def _to_change(self, event: SseEvent, hello_seen: bool) -> Change | None:
-        if event.event == "hello":
-            self._note_hello(event.data)
-            return Resync()
         if event.event != "change":
             # Unknown event types are reserved for future use: skipping them is safe.
             return None
@@ -502,6 +567,19 @@ def _decode_credit_ack(reader: JsonReader) -> CreditAck:
         record=decode_usage_dict(reader.raw("usage", True), f"{reader.path}.usage"),
         consumed=consumed,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _ChangePage:
+    events: list[ChangeEvent]
+    next: int
+
+
+def _decode_page(data: object) -> _ChangePage:
+    reader = JsonReader(data, "$")
+    events = [decode_event_dict(item) for item in reader.items("events")]
+    next_cursor = reader.int_("next")
+    return _ChangePage(events, next_cursor)
 
 
 def _change_for(event: ChangeEvent) -> Change:

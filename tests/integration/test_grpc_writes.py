@@ -152,13 +152,35 @@ async def test_upstream_change_reaches_hot_cache(
     assert source.fetch_count == 1
 
 
-async def test_stream_loss_drops_cache(
+async def test_stream_loss_keeps_a_stale_copy_revalidated_before_it_is_trusted(
     stub: Stub, sidecar: Sidecar, source: InMemorySource, customer: str
 ) -> None:
-    await _metered(stub, customer)
-    assert len(sidecar.cache) == 1
+    first = await _metered(stub, customer)
+    fetches = source.fetch_count
     source.disconnect_subscribers()
-    await wait_for(lambda: len(sidecar.cache) == 0, what="resync to clear the cache")
+
+    async def refetched() -> bool:
+        await _metered(stub, customer)
+        return source.fetch_count > fetches
+
+    # Kept, not dropped, but refetched on the next read before it is trusted again.
+    await wait_for(refetched, what="the held copy to be revalidated")
+    assert len(sidecar.cache) == 1
+
+    # Lost again, and now the source fails too: the held copy answers, counted as stale.
+    source.failure = SourceUnavailable("upstream is down")
+    source.disconnect_subscribers()
+    stale = sidecar.metrics.registry.get_sample_value("sidecar_stale_served_total", {"tier": "hot"})
+
+    async def served_stale() -> bool:
+        answer = await _metered(stub, customer)
+        assert not answer.is_fallback and answer.entitlement == first.entitlement
+        now = sidecar.metrics.registry.get_sample_value(
+            "sidecar_stale_served_total", {"tier": "hot"}
+        )
+        return (now or 0) > (stale or 0)
+
+    await wait_for(served_stale, what="the stale copy to be served")
 
 
 async def test_thousand_concurrent_misses_make_one_fetch(

@@ -15,6 +15,7 @@ from sidecar.model.usage import UsageReport
 from sidecar.observability import Metrics
 from sidecar.pb import sidecar_pb2 as pb
 from sidecar.service.entitlements import CacheEntry, EntitlementService
+from sidecar.source.base import Resync
 from sidecar.source.memory import InMemorySource
 from tests.builders import NOW, boolean, metered, snapshot, usage
 from tests.conftest import FALLBACK_JSON
@@ -33,6 +34,7 @@ class Harness:
             metrics=self.metrics,
             clock=lambda: self.clock[0],
         )
+        self.service.apply(Resync())  # the change stream is live: entries are trusted
         self.servicer = SidecarServicer(
             self.service, self.metrics, parse_fallback_map(FALLBACK_JSON)
         )

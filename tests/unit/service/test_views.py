@@ -8,7 +8,7 @@ from sidecar.cache.hot_cache import HotCache
 from sidecar.evaluation.rules import stable_until
 from sidecar.observability import Metrics
 from sidecar.service.entitlements import MAX_VIEWS, CacheEntry, EntitlementService
-from sidecar.source.base import SnapshotChanged
+from sidecar.source.base import Resync, SnapshotChanged
 from sidecar.source.memory import InMemorySource
 from tests.builders import NOW, boolean, demo_snapshot, metered, snapshot, usage
 
@@ -43,6 +43,7 @@ async def test_views_expire_with_their_horizon_and_their_snapshot() -> None:
     service = EntitlementService(
         source=source, cache=cache, metrics=Metrics(), clock=lambda: clock[0]
     )
+    service.apply(Resync())  # the change stream is live: entries are trusted
     stored = source.put(demo_snapshot("c"))
     snap = await service.snapshot("c", None)
     assert snap is not None
@@ -67,6 +68,7 @@ async def test_views_per_entry_are_bounded_and_keep_their_meta() -> None:
     cache: HotCache[CacheEntry] = HotCache(2**24)
     source = InMemorySource()
     service = EntitlementService(source=source, cache=cache, metrics=Metrics())
+    service.apply(Resync())  # the change stream is live: entries are trusted
     source.put(demo_snapshot("c"))
     snap = await service.snapshot("c", None)
     assert snap is not None
@@ -87,6 +89,7 @@ async def test_the_horizon_is_computed_once_per_snapshot_and_period() -> None:
     service = EntitlementService(
         source=source, cache=cache, metrics=Metrics(), clock=lambda: clock[0]
     )
+    service.apply(Resync())  # the change stream is live: entries are trusted
     end = NOW + timedelta(hours=2)
     source.put(snapshot("c", metered("a", 10), feature_usage={"a": usage(1, end=end)}))
     snap = await service.snapshot("c", None)

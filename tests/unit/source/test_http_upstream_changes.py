@@ -278,10 +278,18 @@ async def test_the_service_stays_coherent_and_reconnects(
         await wait_for(sees_newer, DEADLINE, "the pushed snapshot")
         assert len(fake.seen["fetch"]) == 1
 
-        # A lost stream is reconnected, and the reconnect starts with a resync.
+        # A lost stream is reconnected; this upstream keeps no log to replay, so the reconnect
+        # is a resync: the held copy is revalidated (refetched) before it is trusted again.
+        # A change made while the stream was down is what the refetch brings in.
+        latest = replace(first, state=replace(first.state, version=first.state.version + 2))
+        fake.snapshots[("c", None)] = latest
         fake.push(DROP)
         await asyncio.wait_for(fake.wait_for_stream(2), DEADLINE)
-        assert await service.snapshot("c", None) == first
+
+        async def sees_latest() -> bool:
+            return await service.snapshot("c", None) == latest
+
+        await wait_for(sees_latest, DEADLINE, "the revalidated snapshot")
         assert len(fake.seen["fetch"]) == 2
     finally:
         await service.aclose()
