@@ -64,7 +64,7 @@ Numbers go through int64: values arrive as JSON numbers (float64) and must not p
 {{- $e := list }}
 {{- $e = append $e (dict "name" "PORT" "from" "sidecar.port" "value" ($s.port | int64 | toString)) }}
 {{- $e = append $e (dict "name" "BIND_ADDRESS" "from" (printf "sidecar.%s.bindAddress" .mode) "value" $m.bindAddress) }}
-{{- $e = append $e (dict "name" "HTTP_PORT" "from" "sidecar.httpPort" "value" ($s.httpPort | int64 | toString)) }}
+{{- $e = append $e (dict "name" "HTTP_PORT" "from" (printf "sidecar.%s.httpPort" .mode) "value" ($m.httpPort | int64 | toString)) }}
 {{- $e = append $e (dict "name" "HTTP_BIND_ADDRESS" "from" "(the chart: probes need all interfaces)" "value" "0.0.0.0") }}
 {{- $e = append $e (dict "name" "OFFLINE" "from" "sidecar.offline" "value" (include "entitlement-sidecar.bool" $s.offline)) }}
 {{- $e = append $e (include "entitlement-sidecar.apiKeyEnv" $ctx | fromJson) }}

@@ -92,7 +92,7 @@ Also used by the standalone Deployment, so both forms run the same container.
       containerPort: {{ $s.port | int64 }}
       protocol: TCP
     - name: {{ ternary "es-http" "http" $injected }}
-      containerPort: {{ $s.httpPort | int64 }}
+      containerPort: {{ $m.httpPort | int64 }}
       protocol: TCP
   env:
     {{- include "entitlement-sidecar.sidecarEnv" (dict "ctx" $ctx "mode" .mode) | nindent 4 }}
