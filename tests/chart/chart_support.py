@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import helm_python
-import kubernetes_validate
+import kubernetes_validate  # type: ignore[import-untyped]
 import yaml
-from kubernetes_validate.utils import latest_version
+from kubernetes_validate.utils import latest_version  # type: ignore[import-untyped]
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = ROOT / "helm" / "entitlement-sidecar"
@@ -59,9 +59,7 @@ def parse(rendered: dict[str, str]) -> list[Manifest]:
     return docs
 
 
-def render(
-    chart: helm_python.Chart, values: Values, *, release: str = RELEASE
-) -> list[Manifest]:
+def render(chart: helm_python.Chart, values: Values, *, release: str = RELEASE) -> list[Manifest]:
     return parse(chart.render(values, name=release, namespace=NAMESPACE))
 
 

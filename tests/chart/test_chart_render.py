@@ -13,8 +13,8 @@ from tests.chart.chart_support import (
     OLDEST_KUBE,
     Manifest,
     by_kind,
-    deep_merge,
     containers,
+    deep_merge,
     env_of,
     is_crd_kind,
     is_hook,
@@ -37,16 +37,31 @@ EXPECTED_KINDS: dict[str, dict[str, int]] = {
     "injected": {"Secret": 1},
     "native-sidecar": {},
     "standalone-hpa": {
-        "Deployment": 1, "Service": 1, "HorizontalPodAutoscaler": 1, "PodDisruptionBudget": 1,
-        "ServiceMonitor": 1, "NetworkPolicy": 1, "Pod": 1,
+        "Deployment": 1,
+        "Service": 1,
+        "HorizontalPodAutoscaler": 1,
+        "PodDisruptionBudget": 1,
+        "ServiceMonitor": 1,
+        "NetworkPolicy": 1,
+        "Pod": 1,
     },
     "persistent-cache-redis-tls": {
-        "Deployment": 1, "Service": 1, "HorizontalPodAutoscaler": 1, "PodDisruptionBudget": 1,
-        "ServiceAccount": 1, "Pod": 1,
+        "Deployment": 1,
+        "Service": 1,
+        "HorizontalPodAutoscaler": 1,
+        "PodDisruptionBudget": 1,
+        "ServiceAccount": 1,
+        "Pod": 1,
     },
     "upstream-statefulset": {
-        "Secret": 1, "ConfigMap": 1, "StatefulSet": 1, "Deployment": 2, "Service": 4,
-        "PodDisruptionBudget": 2, "ServiceAccount": 1, "Pod": 1,
+        "Secret": 1,
+        "ConfigMap": 1,
+        "StatefulSet": 1,
+        "Deployment": 2,
+        "Service": 4,
+        "PodDisruptionBudget": 2,
+        "ServiceAccount": 1,
+        "Pod": 1,
     },
 }
 
@@ -128,7 +143,10 @@ def test_every_container_runs_our_image_with_an_explicit_command(renders: Render
             assert ref.container["image"] == "ghcr.io/entitlement-sidecar/entitlement-sidecar:0.1.0"
             commands.add(ref.container["command"][0])
     assert commands == {
-        "entitlement-sidecar", "entitlement-persistent-cache", "entitlement-upstream", "python",
+        "entitlement-sidecar",
+        "entitlement-persistent-cache",
+        "entitlement-upstream",
+        "python",
     }
 
 
@@ -159,22 +177,34 @@ def test_selectors_select_their_pods(renders: Renders) -> None:
             assert selector_matches(w["spec"]["selector"]["matchLabels"], pod_labels)
         for svc in by_kind(docs, "Service"):
             matched = [
-                w for w in workloads
-                if selector_matches(svc["spec"]["selector"], w["spec"]["template"]["metadata"]["labels"])
+                w
+                for w in workloads
+                if selector_matches(
+                    svc["spec"]["selector"], w["spec"]["template"]["metadata"]["labels"]
+                )
             ]
             assert len(matched) == 1, f"{scenario}: Service {svc['metadata']['name']}"
-            ports = {p["name"] for c in matched[0]["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
+            ports = {
+                p["name"]
+                for c in matched[0]["spec"]["template"]["spec"]["containers"]
+                for p in c["ports"]
+            }
             for port in svc["spec"]["ports"]:
                 assert port["targetPort"] in ports
         for pdb in by_kind(docs, "PodDisruptionBudget"):
             assert any(
-                selector_matches(pdb["spec"]["selector"]["matchLabels"], w["spec"]["template"]["metadata"]["labels"])
+                selector_matches(
+                    pdb["spec"]["selector"]["matchLabels"],
+                    w["spec"]["template"]["metadata"]["labels"],
+                )
                 for w in workloads
             )
         for hpa in by_kind(docs, "HorizontalPodAutoscaler"):
             target = hpa["spec"]["scaleTargetRef"]
             scaled = one(docs, target["kind"], target["name"])
-            assert "replicas" not in scaled["spec"], "an HPA owns replicas; the Deployment must not set them"
+            assert "replicas" not in scaled["spec"], (
+                "an HPA owns replicas; the Deployment must not set them"
+            )
 
 
 def test_two_releases_in_one_namespace_do_not_collide(chart: helm_python.Chart) -> None:
@@ -194,7 +224,9 @@ def test_standalone_service_port_80_to_the_grpc_container_port(renders: Renders)
     c = template["spec"]["containers"][0]
     assert {"name": "grpc", "containerPort": 80, "protocol": "TCP"} in c["ports"]
     # a non-root process binds port 80 through the safe pod sysctl
-    assert {"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"} in template["spec"]["securityContext"]["sysctls"]
+    assert {"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"} in template["spec"][
+        "securityContext"
+    ]["sysctls"]
     env = env_of(c)
     assert env["PORT"] == "80" and env["BIND_ADDRESS"] == "0.0.0.0"
     assert env["STARTUP_WAIT_SECONDS"] == "-1", "standalone readiness is strict by default"
@@ -209,12 +241,18 @@ def test_persistent_cache_env_and_service_account(renders: Renders) -> None:
     env = env_of(template["spec"]["containers"][0])
     assert env["REDIS_ENVIRONMENT_PREFIX"] == "production"
     assert env["REDIS_HOST"] == "master.entitlements.abc123.use1.cache.amazonaws.com"
-    assert env["REDIS_PORT"] == "6380" and env["REDIS_TLS"] == "1" and env["REDIS_USERNAME"] == "entitlements"
+    assert (
+        env["REDIS_PORT"] == "6380"
+        and env["REDIS_TLS"] == "1"
+        and env["REDIS_USERNAME"] == "entitlements"
+    )
     assert env["REDIS_PASSWORD"] == {"secretKeyRef": {"name": "redis-auth", "key": "password"}}
     assert env["EVENTS_REDIS_URL"] == {"secretKeyRef": {"name": "events-redis", "key": "url"}}
     assert env["KEYS_TTL_IN_SECS"] == "-1" and env["BATCH_SIZE"] == "1000"
     assert env["HTTP_PORT"] == "8081", "set explicitly: the sidecar's HTTP port is 8080"
-    assert env["SERVER_API_KEY"] == {"secretKeyRef": {"name": "entitlement-api-key", "key": "SERVER_API_KEY"}}
+    assert env["SERVER_API_KEY"] == {
+        "secretKeyRef": {"name": "entitlement-api-key", "key": "SERVER_API_KEY"}
+    }
     assert "BLOCK_MS" not in env, "unset tuning values keep the service's defaults"
     sa = one(docs, "ServiceAccount")
     assert template["spec"]["serviceAccountName"] == sa["metadata"]["name"]
@@ -226,7 +264,9 @@ def test_whole_topology_wiring(renders: Renders) -> None:
     sts = one(docs, "StatefulSet")
     upstream_svc = one(docs, "Service", "-upstream")
     headless = one(docs, "Service", "-upstream-headless")
-    assert sts["spec"]["replicas"] == 1 and sts["spec"]["serviceName"] == headless["metadata"]["name"]
+    assert (
+        sts["spec"]["replicas"] == 1 and sts["spec"]["serviceName"] == headless["metadata"]["name"]
+    )
     assert headless["spec"]["clusterIP"] == "None"
     url = f"http://{upstream_svc['metadata']['name']}.apps.svc:{upstream_svc['spec']['ports'][0]['port']}"
     for suffix in ("-sidecar", "-persistent-cache"):
@@ -269,7 +309,9 @@ def test_checksums_roll_pods_when_config_changes(chart: helm_python.Chart) -> No
 
     before = annotations(base)
     new_key = annotations(deep_merge(base, {"apiKey": {"value": "rotated"}}))
-    new_catalog = annotations(deep_merge(base, {"upstream": {"catalog": {"inline": "features: []\n"}}}))
+    new_catalog = annotations(
+        deep_merge(base, {"upstream": {"catalog": {"inline": "features: []\n"}}})
+    )
     assert len(before) == 3
     for name, ann in before.items():
         assert new_key[name]["checksum/secret"] != ann["checksum/secret"], name
@@ -294,12 +336,16 @@ def test_network_policy_opens_the_container_ports(renders: Renders) -> None:
     np = one(docs, "NetworkPolicy")
     template = pod_template(one(docs, "Deployment"))
     assert template is not None
-    assert selector_matches(np["spec"]["podSelector"]["matchLabels"], template["metadata"]["labels"])
+    assert selector_matches(
+        np["spec"]["podSelector"]["matchLabels"], template["metadata"]["labels"]
+    )
     container_ports = {p["containerPort"] for p in template["spec"]["containers"][0]["ports"]}
     opened = {p["port"] for rule in np["spec"]["ingress"] for p in rule["ports"]}
     assert opened == container_ports == {80, 8080}
     grpc_rule = next(r for r in np["spec"]["ingress"] if r["ports"][0]["port"] == 80)
-    assert grpc_rule["from"] == [{"namespaceSelector": {"matchLabels": {"entitlements-client": "true"}}}]
+    assert grpc_rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"entitlements-client": "true"}}}
+    ]
 
 
 def test_off_by_default_extras(renders: Renders) -> None:

@@ -141,6 +141,8 @@ keys and wrong types first; this catches what depends on several values.
 {{- if $errors }}
 {{- fail (printf "\n\nentitlement-sidecar: invalid values:\n  - %s\n" (join "\n  - " $errors)) }}
 {{- end }}
+{{- /* sidecar.extraEnv, checked even when only a parent chart renders the sidecar */}}
+{{- $_ := include "entitlement-sidecar.sidecarEnv" (dict "ctx" . "mode" "injected") }}
 {{- end }}
 
 {{/* Pod-level security context; adds the port sysctl when the sidecar binds a port < 1024. Takes (list $ctx withSysctl). */}}
