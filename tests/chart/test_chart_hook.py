@@ -62,7 +62,9 @@ def health_server() -> Iterator[tuple[int, health.HealthServicer]]:
 @pytest.fixture
 def http_port() -> Iterator[int]:
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ready)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     yield httpd.server_address[1]
     httpd.shutdown()
