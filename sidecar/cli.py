@@ -9,6 +9,7 @@ rather than ignored, so a typo never starts a server with settings the operator 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Iterable, Sequence
 from importlib import metadata
 
@@ -46,11 +47,20 @@ def parse_command_line(
     variables: Iterable[Spec] = (),
     argv: Sequence[str] | None = None,
 ) -> argparse.Namespace:
-    """Parse ``argv`` (default: ``sys.argv[1:]``); ``--help``/``--version`` print and exit 0."""
+    """Parse ``argv`` (default: ``sys.argv[1:]``); ``--help``/``--version`` print and exit 0.
+
+    ``PROG healthcheck ...`` probes the running service and exits (``sidecar/healthcheck.py``).
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["healthcheck"]:
+        from sidecar.healthcheck import main as healthcheck
+
+        raise SystemExit(healthcheck(prog, args[1:]))
     listed = _variables_text(variables)
     epilog = "Configuration is read from environment variables only"
     epilog += f":\n{listed}\n" if listed else ".\n"
     epilog += f"Every variable with its meaning: {docs}\n({PROJECT_URL})"
+    epilog += f"\n\n`{prog} healthcheck` probes the running service (exit 0/1; --help for more)."
     parser = argparse.ArgumentParser(
         prog=prog,
         description=purpose,
@@ -58,4 +68,4 @@ def parse_command_line(
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"{prog} {package_version()}")
-    return parser.parse_args(argv)
+    return parser.parse_args(args)
