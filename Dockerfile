@@ -51,6 +51,12 @@ LABEL org.opencontainers.image.title="entitlement-sidecar" \
       org.opencontainers.image.documentation="https://github.com/entitlement-sidecar/entitlement-sidecar/blob/main/docs/image.md" \
       org.opencontainers.image.vendor="entitlement-sidecar contributors"
 
+# The real python:3.11-slim ships pip, setuptools and wheel in its system Python: take them out
+# too, so the image holds no installer at all (the venv never had one).
+RUN if python -m pip --version > /dev/null 2>&1; then \
+      python -m pip uninstall --yes pip setuptools wheel; \
+    fi
+
 ENV PATH="/opt/venv/bin:${PATH}" \
     VIRTUAL_ENV=/opt/venv \
     PYTHONUNBUFFERED=1 \
