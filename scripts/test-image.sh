@@ -122,7 +122,9 @@ build_started="$(now_ms)"
   --build-arg "CREATED=$(date -u +%Y-%m-%dT%H:%M:%SZ)" . > "$run/build.log" 2>&1 \
   || { tail -n 40 "$run/build.log" >&2; exit 1; }
 size="$("$docker_cli" image inspect -f '{{.Size}}' "$image")"
-echo "== image $image: $((size / 1000000)) MB, built in $(seconds_since "$build_started") s"
+base_size="$("$docker_cli" image inspect -f '{{.Size}}' "$base")"
+echo "== image $image: $((size / 1000000)) MB (base $base: $((base_size / 1000000)) MB)," \
+  "built in $(seconds_since "$build_started") s"
 
 say "smoke test"
 .venv/bin/python scripts/image_smoke.py --docker "$docker_cli" --image "$image" \
