@@ -12,7 +12,7 @@ from __future__ import annotations
 import calendar
 from datetime import UTC, datetime, timedelta
 
-from sidecar.model.state import (
+from entitlements.model.state import (
     CustomerSnapshot,
     EntitlementState,
     Feature,

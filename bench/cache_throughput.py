@@ -8,7 +8,7 @@ What it does, all in one run against one private ``redis-server`` (tests/redis_s
 
 1. pre-fills upstream's change stream ``{prefix}:changes`` with ``--events`` entries shaped
    exactly like ``upstream.events.publishers.RedisStreamPublisher`` writes them
-   (``sidecar.cache.stream_entry.encode_entry``: ``seq``, ``envelope``, ``r0..``; or with
+   (``entitlements.redis.stream_entry.encode_entry``: ``seq``, ``envelope``, ``r0..``; or with
    ``--layout legacy`` the old single ``event`` field, decoded through the model), with
    pipelined XADD. Mix: 30%
    ``entitlements.updated`` full snapshots (the 20-entitlement plan of ``bench/_fixture.py``,
@@ -64,10 +64,10 @@ sys.path.insert(1, str(BENCH_DIR))
 import _fixture as fx  # noqa: E402
 import redis  # noqa: E402
 
-from sidecar.cache.redis_keys import change_stream, epoch_key, state_key  # noqa: E402
-from sidecar.cache.stream_entry import encode_entry, legacy_entry  # noqa: E402
-from sidecar.model.events import ChangeEvent, EventKind, encode_event  # noqa: E402
-from sidecar.model.state import CustomerSnapshot, UsageRecord  # noqa: E402
+from entitlements.model.events import ChangeEvent, EventKind, encode_event  # noqa: E402
+from entitlements.model.state import CustomerSnapshot, UsageRecord  # noqa: E402
+from entitlements.redis.keys import change_stream, epoch_key, state_key  # noqa: E402
+from entitlements.redis.stream_entry import encode_entry, legacy_entry  # noqa: E402
 from tests.redis_server import RedisServer, free_port  # noqa: E402
 
 PREFIX = "bench"

@@ -65,7 +65,7 @@ def _pin(cpus: list[int] | None) -> None:
 
 
 def _quiet_logging() -> None:
-    from sidecar.observability import configure_logging
+    from entitlements.logs import configure_logging
 
     configure_logging("warn", "json")
 

@@ -67,7 +67,7 @@ class GeneratingSource:
     """An InMemorySource look-alike whose fetch makes a fresh snapshot and keeps nothing."""
 
     def __init__(self, objects: str) -> None:
-        from sidecar.model.state import decode_snapshot, encode_snapshot
+        from entitlements.model.state import decode_snapshot, encode_snapshot
         from sidecar.source.memory import InMemorySource
 
         self._inner = InMemorySource()  # for the rest of the protocol (changes, writes)

@@ -59,7 +59,7 @@ import grpc  # noqa: E402
 import redis  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from sidecar.cache.redis_keys import epoch_key  # noqa: E402
+from entitlements.redis.keys import epoch_key  # noqa: E402
 from sidecar.pb import sidecar_pb2 as pb  # noqa: E402
 from sidecar.pb import sidecar_pb2_grpc as pb_grpc  # noqa: E402
 from tests.redis_server import RedisServer, free_port  # noqa: E402

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from sidecar.cache.hash_writes import HashWrite
-from sidecar.model.state import CustomerSnapshot
+from entitlements.model.state import CustomerSnapshot
+from entitlements.redis.hash_writes import HashWrite
 
 
 class ApplyOutcome(Protocol):

@@ -18,13 +18,13 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
+from entitlements.errors import CacheRejected, CacheUnavailable, WritesRejected
+from entitlements.redis.hash_writes import HashWrite
 from persistent_cache.cache import ApplyOutcome, EventWriter
 from persistent_cache.decoding import Poison, decode_delivery
 from persistent_cache.errors import StreamUnavailable
 from persistent_cache.metrics import Metrics
 from persistent_cache.source import Delivery, EventSource
-from sidecar.cache.hash_writes import HashWrite
-from sidecar.errors import CacheRejected, CacheUnavailable, WritesRejected
 
 log = structlog.get_logger("persistent_cache.consumer")
 

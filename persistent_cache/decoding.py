@@ -1,6 +1,6 @@
 """Stream entry -> the write it stands for, or the reason it is poison.
 
-Entries in the envelope layout (:mod:`sidecar.cache.stream_entry`) are passed through: their
+Entries in the envelope layout (:mod:`entitlements.redis.stream_entry`) are passed through: their
 record values are already what the cache stores. Entries in the legacy layout (one ``event``
 field with the whole event) go through the state model. Either way, an entry that cannot be
 decoded now never will be: retrying it would block the group forever, so the consumer parks it
@@ -12,9 +12,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sidecar.cache.hash_writes import HashWrite, event_write
-from sidecar.cache.stream_entry import ENVELOPE_FIELD, LEGACY_EVENT_FIELD, EntryError, decode_entry
-from sidecar.model.events import decode_event
+from entitlements.model.events import decode_event
+from entitlements.redis.hash_writes import HashWrite, event_write
+from entitlements.redis.stream_entry import (
+    ENVELOPE_FIELD,
+    LEGACY_EVENT_FIELD,
+    EntryError,
+    decode_entry,
+)
 
 
 @dataclass(frozen=True, slots=True)

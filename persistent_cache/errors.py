@@ -1,4 +1,6 @@
-"""The persistent cache's own failures (cache failures are ``sidecar.errors.CacheUnavailable``).
+"""The persistent cache's own failures.
+
+Cache failures are ``entitlements.errors.CacheUnavailable``.
 
 PersistentCacheError
 ├── StreamUnavailable     the event stream's Redis failed (connection, timeout, unexpected reply)

@@ -12,9 +12,9 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from entitlements.errors import CacheUnavailable
 from persistent_cache.errors import PersistentCacheError
 from persistent_cache.resync import ResyncResult
-from sidecar.errors import CacheUnavailable
 
 
 def build_app(

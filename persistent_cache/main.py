@@ -9,10 +9,10 @@ from collections.abc import Sequence
 
 import structlog
 
+from entitlements.cli import parse_command_line
+from entitlements.logs import configure_logging
 from persistent_cache.service import serve
 from persistent_cache.settings import SPECS, Settings, SettingsError
-from sidecar.cli import parse_command_line
-from sidecar.observability import configure_logging
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,8 +7,8 @@ from typing import Any, TypeAlias
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
+from entitlements.redis.packing import use_hiredis_packing, use_hiredis_packing_cluster
 from persistent_cache.settings import Settings
-from sidecar.cache.redis_packing import use_hiredis_packing, use_hiredis_packing_cluster
 
 RedisClient: TypeAlias = aioredis.Redis | RedisCluster
 

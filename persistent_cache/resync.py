@@ -28,15 +28,15 @@ from typing import Any
 
 import structlog
 
+from entitlements.errors import CacheRejected, CacheUnavailable, WritesRejected
+from entitlements.model.events import ChangeEvent, decode_event_dict
+from entitlements.model.state import CustomerSnapshot, StateDecodeError, decode_snapshot_dict
+from entitlements.redis.hash_writes import HashWrite, event_write, snapshot_write
+from entitlements.tasks import cancel_and_wait
 from persistent_cache.cache import CacheStore
 from persistent_cache.errors import PersistentCacheError
 from persistent_cache.metrics import Metrics
 from persistent_cache.upstream_feed import UpstreamFeed
-from sidecar.cache.hash_writes import HashWrite, event_write, snapshot_write
-from sidecar.errors import CacheRejected, CacheUnavailable, WritesRejected
-from sidecar.model.events import ChangeEvent, decode_event_dict
-from sidecar.model.state import CustomerSnapshot, StateDecodeError, decode_snapshot_dict
-from sidecar.tasks import cancel_and_wait
 
 log = structlog.get_logger("persistent_cache.resync")
 

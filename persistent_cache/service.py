@@ -16,6 +16,11 @@ from types import TracebackType
 import structlog
 from prometheus_client import CollectorRegistry
 
+from entitlements.errors import CacheUnavailable
+from entitlements.http_server import HttpServer
+from entitlements.redis.keys import change_stream, dead_letter_stream
+from entitlements.redis.store import RedisStore
+from entitlements.tasks import cancel_and_wait
 from persistent_cache.consumer import Consumer
 from persistent_cache.http import build_app
 from persistent_cache.metrics import Metrics
@@ -25,11 +30,6 @@ from persistent_cache.settings import Settings
 from persistent_cache.source import RedisStreamSource
 from persistent_cache.upstream_feed import UpstreamFeed
 from persistent_cache.watchdog import Watchdog
-from sidecar.api.http_server import HttpServer
-from sidecar.cache.redis_keys import change_stream, dead_letter_stream
-from sidecar.cache.redis_store import RedisStore
-from sidecar.errors import CacheUnavailable
-from sidecar.tasks import cancel_and_wait
 
 log = structlog.get_logger("persistent_cache")
 

@@ -13,10 +13,10 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from sidecar.envconfig import (
+from entitlements.envconfig import (
     SettingsError as SettingsError,  # re-exported: callers catch it from here
 )
-from sidecar.envconfig import (
+from entitlements.envconfig import (
     Spec,
     boolean,
     http_url,

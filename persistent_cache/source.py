@@ -21,9 +21,9 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 import structlog
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
+from entitlements.redis.stream_entry import ENVELOPE_FIELD, LEGACY_EVENT_FIELD
 from persistent_cache.errors import StreamUnavailable
 from persistent_cache.redis_clients import RedisClient
-from sidecar.cache.stream_entry import ENVELOPE_FIELD, LEGACY_EVENT_FIELD
 
 log = structlog.get_logger("persistent_cache.source")
 

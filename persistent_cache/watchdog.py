@@ -19,11 +19,11 @@ import contextlib
 
 import structlog
 
+from entitlements.errors import CacheUnavailable
 from persistent_cache.cache import CacheStore
 from persistent_cache.errors import PersistentCacheError, StreamUnavailable
 from persistent_cache.resync import Resyncer
 from persistent_cache.source import EventSource
-from sidecar.errors import CacheUnavailable
 
 log = structlog.get_logger("persistent_cache.watchdog")
 

@@ -36,8 +36,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from stigg_sidecar_sdk.generated.stigg.sidecar import v1 as sdk
 from stigg_sidecar_sdk.sdk import Stigg
 
-from sidecar.cache.redis_keys import state_key
-from sidecar.cache.redis_store import RedisStore
+from entitlements.redis.keys import state_key
+from entitlements.redis.store import RedisStore
 
 UID = "65532"
 API_KEY = "smoke-key"

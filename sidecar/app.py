@@ -10,16 +10,16 @@ from types import TracebackType
 
 import structlog
 
+from entitlements.errors import StartupError
+from entitlements.http_server import HttpServer, build_app
+from entitlements.tasks import cancel_and_wait
 from sidecar.api.grpc_server import GrpcServer
-from sidecar.api.http_server import HttpServer, build_app
 from sidecar.api.servicer import SidecarServicer
 from sidecar.cache.hot_cache import HotCache
-from sidecar.errors import StartupError
 from sidecar.observability import Metrics
 from sidecar.service.entitlements import CacheEntry, EntitlementService
 from sidecar.settings import Settings
 from sidecar.source.base import EntitlementSource
-from sidecar.tasks import cancel_and_wait
 
 log = structlog.get_logger("sidecar")
 

@@ -14,12 +14,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from entitlements.cli import parse_command_line
+from entitlements.errors import StartupError
+from entitlements.logs import configure_logging
+from entitlements.redis.packing import use_hiredis_packing, use_hiredis_packing_cluster
+from entitlements.redis.store import RedisClient, RedisStore
 from sidecar.app import serve
-from sidecar.cache.redis_packing import use_hiredis_packing, use_hiredis_packing_cluster
-from sidecar.cache.redis_store import RedisClient, RedisStore
-from sidecar.cli import parse_command_line
-from sidecar.errors import StartupError
-from sidecar.observability import Metrics, configure_logging
+from sidecar.observability import Metrics
 from sidecar.settings import SPECS, Settings, SettingsError
 from sidecar.source.base import EntitlementSource
 from sidecar.source.http_upstream import HttpUpstreamSource

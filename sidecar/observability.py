@@ -1,4 +1,4 @@
-"""Logging and Prometheus metrics.
+"""The sidecar's Prometheus metrics.
 
 Each ``Metrics`` owns its registry so several sidecars can live in one process
 (tests) without clashing. Counters on the read path are pre-bound per label
@@ -7,29 +7,20 @@ value: ``labels()`` on every request would cost more than the decision itself.
 
 from __future__ import annotations
 
-import logging
-import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from sidecar.model.state import DenialReason
+from entitlements.model.state import DenialReason
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
 
     from sidecar.cache.hot_cache import HotCache
 
-_LEVELS = {
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "warn": logging.WARNING,
-    "error": logging.ERROR,
-}
 
 LATENCY_BUCKETS = (
     0.00005,
@@ -65,25 +56,6 @@ PROPAGATION_BUCKETS = (
     10.0,
     30.0,
 )
-
-
-def configure_logging(level: str, fmt: str = "auto") -> None:
-    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
-    )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
-    )
 
 
 class _HotCacheCollector(Collector):

@@ -13,11 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sidecar.cache.memory_limit import default_cache_max_bytes
-from sidecar.envconfig import (
+from entitlements.envconfig import (
     SettingsError as SettingsError,  # re-exported: callers catch it from here
 )
-from sidecar.envconfig import (
+from entitlements.envconfig import (
     Spec,
     boolean,
     http_url,
@@ -30,6 +29,7 @@ from sidecar.envconfig import (
     render_table,
     text,
 )
+from sidecar.cache.memory_limit import default_cache_max_bytes
 from sidecar.evaluation.fallback import FallbackError, FallbackValues, parse_fallback_map
 
 

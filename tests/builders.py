@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sidecar.model.state import (
+from entitlements.model.state import (
     CreditEntitlement,
     CreditRate,
     Currency,

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import structlog
 
-from sidecar.cli import parse_command_line
-from sidecar.observability import configure_logging
+from entitlements.cli import parse_command_line
+from entitlements.logs import configure_logging
 from upstream.catalog.model import CatalogError
 from upstream.server import UpstreamServer
 from upstream.settings import SettingsError, UpstreamSettings

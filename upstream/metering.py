@@ -9,13 +9,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sidecar.evaluation.periods import current_period
-from sidecar.model.state import (
+from entitlements.model.state import (
     CustomerSnapshot,
     FeatureEntitlement,
     UsageRecord,
     encode_usage_record,
 )
+from entitlements.periods import current_period
 from upstream import credits, meters
 from upstream.domain import CreditGrant, GrantType, UsageCounter
 from upstream.errors import Invalid, NotFound

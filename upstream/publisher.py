@@ -8,8 +8,8 @@ from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime
 
-from sidecar.model.events import ChangeEvent, EventKind, encode_event
-from sidecar.model.state import CustomerSnapshot, UsageRecord, encode_state_dict
+from entitlements.model.events import ChangeEvent, EventKind, encode_event
+from entitlements.model.state import CustomerSnapshot, UsageRecord, encode_state_dict
 from upstream.catalog.model import Catalog
 from upstream.compute.effective import compute_snapshot
 from upstream.domain import CustomerFacts

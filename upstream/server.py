@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 
-from sidecar.cache.redis_packing import use_hiredis_packing
+from entitlements.redis.packing import use_hiredis_packing
 from upstream.api.app import build_app
 from upstream.catalog.loader import load_catalog
 from upstream.events.hub import Hub

@@ -8,8 +8,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from sidecar.evaluation.periods import add_periods, current_period
-from sidecar.model.state import CustomerSnapshot, ResetPeriod
+from entitlements.model.state import CustomerSnapshot, ResetPeriod
+from entitlements.periods import add_periods, current_period
 from upstream.catalog.model import Catalog, CreditConfig
 from upstream.credits import LedgerEntry, LedgerEventType, settle_deficit
 from upstream.domain import (

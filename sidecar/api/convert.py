@@ -9,9 +9,9 @@ from typing import Any
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from entitlements.model.state import DenialReason, FeatureType, MeterType, ResetPeriod
 from sidecar.evaluation.fallback import FallbackValues
 from sidecar.evaluation.getters import Kind, ListResult, Result
-from sidecar.model.state import DenialReason, FeatureType, MeterType, ResetPeriod
 from sidecar.model.usage import DimensionValue, RawEvent, UpdateBehavior, UsageAck, UsageReport
 from sidecar.pb import sidecar_pb2 as pb
 

@@ -13,8 +13,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from entitlements.errors import StartupError
 from sidecar.api.validation import MalformedBody
-from sidecar.errors import StartupError
 from sidecar.pb import sidecar_pb2 as pb
 
 SERVICE = pb.DESCRIPTOR.services_by_name["SidecarService"]

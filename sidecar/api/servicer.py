@@ -19,9 +19,10 @@ import structlog
 from google.protobuf.empty_pb2 import Empty
 from google.protobuf.message import Message
 
+from entitlements.errors import InvalidArgument, SidecarError, SourceRejected, SourceUnavailable
+from entitlements.model.state import CustomerSnapshot, DenialReason
 from sidecar.api import convert, validation
 from sidecar.api.validation import MalformedBody
-from sidecar.errors import InvalidArgument, SidecarError, SourceRejected, SourceUnavailable
 from sidecar.evaluation.fallback import FallbackValues
 from sidecar.evaluation.getters import (
     Kind,
@@ -32,7 +33,6 @@ from sidecar.evaluation.getters import (
     feature_entitlement,
     typed_entitlement,
 )
-from sidecar.model.state import CustomerSnapshot, DenialReason
 from sidecar.model.usage import UsageReport
 from sidecar.observability import Metrics
 from sidecar.pb import sidecar_pb2 as pb

@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from sidecar.errors import InvalidArgument
+from entitlements.errors import InvalidArgument
 
 MAX_ID_LENGTH = 256
 MAX_USAGE_BATCH = 100

@@ -12,6 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
+from entitlements.model.state import (
+    CustomerSnapshot,
+    DenialReason,
+    Feature,
+    FeatureEntitlement,
+    FeatureType,
+)
 from sidecar.evaluation.fallback import DEFAULT_FALLBACK, FallbackShape, FallbackValues
 from sidecar.evaluation.rules import (
     NO_USAGE,
@@ -20,13 +27,6 @@ from sidecar.evaluation.rules import (
     WalletView,
     decide_credit,
     decide_feature,
-)
-from sidecar.model.state import (
-    CustomerSnapshot,
-    DenialReason,
-    Feature,
-    FeatureEntitlement,
-    FeatureType,
 )
 
 INT32_MAX = 2**31 - 1

@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sidecar.evaluation.periods import current_period, rolled_over
-from sidecar.model.state import (
+from entitlements.model.state import (
     CreditEntitlement,
     CustomerSnapshot,
     DenialReason,
@@ -19,6 +18,7 @@ from sidecar.model.state import (
     FeatureType,
     UsageRecord,
 )
+from entitlements.periods import current_period, rolled_over
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from sidecar.model.state import UsageRecord
+from entitlements.model.state import UsageRecord
 
 DimensionValue = str | float | bool
 

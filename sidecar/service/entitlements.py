@@ -16,11 +16,12 @@ from datetime import UTC, datetime
 
 import structlog
 
+from entitlements.errors import InvalidApiKey, SourceError, SourceRejected
+from entitlements.model.state import CUSTOMER_LEVEL_REASONS, CustomerSnapshot, DenialReason
+from entitlements.tasks import cancel_and_wait
 from sidecar.cache.hot_cache import HotCache, Key
 from sidecar.cache.sizing import deep_size
-from sidecar.errors import InvalidApiKey, SourceError, SourceRejected
 from sidecar.evaluation.rules import stable_until
-from sidecar.model.state import CUSTOMER_LEVEL_REASONS, CustomerSnapshot, DenialReason
 from sidecar.model.usage import RawEvent, UsageAck, UsageReport
 from sidecar.observability import Metrics
 from sidecar.source.base import (
@@ -33,7 +34,6 @@ from sidecar.source.base import (
     SnapshotChanged,
     UsageChanged,
 )
-from sidecar.tasks import cancel_and_wait
 
 log = structlog.get_logger("sidecar.service")
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from sidecar.model.state import CustomerSnapshot, UsageRecord
+from entitlements.model.state import CustomerSnapshot, UsageRecord
 from sidecar.model.usage import RawEvent, UsageAck, UsageReport
 
 

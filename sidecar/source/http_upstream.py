@@ -35,15 +35,15 @@ import aiohttp
 import structlog
 import yarl
 
-from sidecar.errors import (
+from entitlements.errors import (
     InvalidApiKey,
     InvalidArgument,
     SourceError,
     SourceRejected,
     SourceUnavailable,
 )
-from sidecar.model.events import ChangeEvent, EventKind, decode_event_dict
-from sidecar.model.state import (
+from entitlements.model.events import ChangeEvent, EventKind, decode_event_dict
+from entitlements.model.state import (
     CustomerSnapshot,
     JsonReader,
     StateDecodeError,

@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from sidecar.errors import SourceRejected
-from sidecar.model.state import (
+from entitlements.errors import SourceRejected
+from entitlements.model.state import (
     CustomerSnapshot,
     DenialReason,
     EntitlementState,

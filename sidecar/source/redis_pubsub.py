@@ -19,8 +19,8 @@ import structlog
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from sidecar.cache.invalidation import Invalidation
-from sidecar.errors import CacheUnavailable
+from entitlements.errors import CacheUnavailable
+from entitlements.redis.invalidation import Invalidation
 
 log = structlog.get_logger("sidecar.source.redis")
 

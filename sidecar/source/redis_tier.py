@@ -30,11 +30,12 @@ import redis.asyncio as aioredis
 import structlog
 from redis.asyncio.client import PubSub
 
-from sidecar.cache.invalidation import Invalidation
-from sidecar.cache.redis_keys import invalidation_channel, refetch_channel
-from sidecar.cache.redis_store import RedisStore
-from sidecar.errors import CacheUnavailable, SourceError
-from sidecar.model.state import CustomerSnapshot, UsageRecord
+from entitlements.errors import CacheUnavailable, SourceError
+from entitlements.model.state import CustomerSnapshot, UsageRecord
+from entitlements.redis.invalidation import Invalidation
+from entitlements.redis.keys import invalidation_channel, refetch_channel
+from entitlements.redis.store import RedisStore
+from entitlements.tasks import cancel_and_wait
 from sidecar.model.usage import RawEvent, UsageAck, UsageReport
 from sidecar.observability import Metrics
 from sidecar.source.base import Change, EntitlementSource, Invalidated, Resync
@@ -48,7 +49,6 @@ from sidecar.source.redis_pubsub import (
     close_pubsub,
     describe,
 )
-from sidecar.tasks import cancel_and_wait
 
 log = structlog.get_logger("sidecar.source.redis")
 

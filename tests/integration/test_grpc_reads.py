@@ -229,7 +229,7 @@ async def test_hot_cache_serves_repeat_reads(
 
 
 async def test_per_request_fallback_on_source_failure(stub: Stub, source: InMemorySource) -> None:
-    from sidecar.errors import SourceUnavailable
+    from entitlements.errors import SourceUnavailable
 
     source.failure = SourceUnavailable("upstream down")
     resp = await stub.GetNumericEntitlement(
@@ -246,7 +246,7 @@ async def test_per_request_fallback_on_source_failure(stub: Stub, source: InMemo
 
 
 async def test_global_fallback_v2_drops_reason(stub: Stub, source: InMemorySource) -> None:
-    from sidecar.errors import SourceUnavailable
+    from entitlements.errors import SourceUnavailable
 
     source.failure = SourceUnavailable("upstream down")
     v2 = await stub.GetEntitlementV2(
@@ -264,7 +264,7 @@ async def test_global_fallback_v2_drops_reason(stub: Stub, source: InMemorySourc
 async def test_stale_entry_beats_fallback(
     stub: Stub, source: InMemorySource, customer: str
 ) -> None:
-    from sidecar.errors import SourceUnavailable
+    from entitlements.errors import SourceUnavailable
 
     request = pb.GetBooleanEntitlementRequest(customer_id=customer, feature_id="sso")
     assert (await stub.GetBooleanEntitlement(request)).has_access
@@ -274,7 +274,7 @@ async def test_stale_entry_beats_fallback(
 
 
 async def test_errors_are_not_raised_for_reads(stub: Stub, source: InMemorySource) -> None:
-    from sidecar.errors import SourceUnavailable
+    from entitlements.errors import SourceUnavailable
 
     source.failure = SourceUnavailable("upstream down")
     try:

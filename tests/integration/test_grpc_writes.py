@@ -5,8 +5,8 @@ from __future__ import annotations
 import grpc
 import pytest
 
+from entitlements.errors import SourceUnavailable
 from sidecar.app import Sidecar
-from sidecar.errors import SourceUnavailable
 from sidecar.pb import sidecar_pb2 as pb
 from sidecar.source.memory import InMemorySource
 from tests.builders import boolean, demo_snapshot, snapshot

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.model.events import EventKind, decode_event
-from sidecar.model.state import DenialReason
+from entitlements.model.events import EventKind, decode_event
+from entitlements.model.state import DenialReason
 from upstream.catalog import DEMO_CATALOG
 from upstream.catalog.loader import load_catalog
 from upstream.errors import Invalid

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sidecar.model.state import encode_snapshot_dict
+from entitlements.model.state import encode_snapshot_dict
 from upstream.api.routes import UPSTREAM, _int_query
 from upstream.errors import Invalid
 from upstream.events.hub import Hub

@@ -3,7 +3,7 @@
 It describes exactly what ``upstream.api.app.build_app`` serves: every route, the
 request bodies the handlers in ``routes.py`` accept (with the limits ``body.py``
 enforces), and the JSON they answer with (``views.py``, ``changes.py`` and the
-canonical snapshot of ``sidecar.model.state``). Response objects are closed
+canonical snapshot of ``entitlements.model.state``). Response objects are closed
 (``additionalProperties: false``) so a field added to a view without being added
 here fails the contract tests; request objects stay open because the handlers
 ignore fields they do not know.
@@ -276,7 +276,7 @@ DENIAL_REASON = _enum(
 )
 SCHEMA_VERSION: Schema = {"type": "integer", "enum": [1]}
 
-# sidecar.model.state.encode_usage_record
+# entitlements.model.state.encode_usage_record
 USAGE_RECORD = _closed(
     schemaVersion=SCHEMA_VERSION,
     currentUsage=NUMBER,
@@ -286,7 +286,7 @@ USAGE_RECORD = _closed(
     version=INTEGER,
 )
 
-# sidecar.model.state.encode_feature
+# entitlements.model.state.encode_feature
 FEATURE_ENTITLEMENT = _closed(
     feature=_closed(
         id=STRING,
@@ -307,7 +307,7 @@ FEATURE_ENTITLEMENT = _closed(
     validUntil=_nullable(EPOCH_MS),
 )
 
-# sidecar.model.state.encode_credit
+# entitlements.model.state.encode_credit
 CREDIT_ENTITLEMENT = _closed(
     currency=_closed(
         currencyId=STRING,
@@ -323,7 +323,7 @@ CREDIT_ENTITLEMENT = _closed(
     validUntil=_nullable(EPOCH_MS),
 )
 
-# sidecar.model.state.encode_snapshot_dict
+# entitlements.model.state.encode_snapshot_dict
 ENTITLEMENT_SNAPSHOT = _closed(
     schemaVersion=SCHEMA_VERSION,
     customerId=STRING,
@@ -337,7 +337,7 @@ ENTITLEMENT_SNAPSHOT = _closed(
     creditUsage=_map(_ref("UsageRecord")),
 )
 
-# sidecar.model.events.encode_event_dict: snapshot for entitlements.updated;
+# entitlements.model.events.encode_event_dict: snapshot for entitlements.updated;
 # featureId/currencyId/usage for usage.updated.
 CHANGE_EVENT = _obj(
     ("schemaVersion", "kind", "seq", "customerId", "resourceId", "version", "committedAt"),

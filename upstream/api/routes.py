@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sidecar.model.state import encode_snapshot_dict
+from entitlements.model.state import encode_snapshot_dict
 from upstream.api import views
 from upstream.api.body import Body
 from upstream.domain import CreditGrant, GrantType, PromotionalEntitlement

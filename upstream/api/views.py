@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sidecar.model.state import epoch_ms
+from entitlements.model.state import epoch_ms
 from upstream.credits import Balance
 from upstream.domain import CreditGrant, Customer, PromotionalEntitlement, Subscription
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from sidecar.model.state import CreditRate, Currency, FeatureType, MeterType, ResetPeriod
+from entitlements.model.state import CreditRate, Currency, FeatureType, MeterType, ResetPeriod
 from upstream.catalog.model import (
     Addon,
     AddonBehavior,

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from sidecar.model.state import (
+from entitlements.model.state import (
     CreditRate,
     Currency,
     Feature,

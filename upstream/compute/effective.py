@@ -15,8 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from sidecar.evaluation.periods import current_period
-from sidecar.model.state import (
+from entitlements.model.state import (
     CreditEntitlement,
     CreditRate,
     Currency,
@@ -28,6 +27,7 @@ from sidecar.model.state import (
     ResetPeriod,
     UsageRecord,
 )
+from entitlements.periods import current_period
 from upstream.catalog.model import (
     AddonBehavior,
     Catalog,

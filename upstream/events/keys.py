@@ -1,8 +1,8 @@
-"""Redis names upstream publishes to; defined with every other key in sidecar.cache.redis_keys."""
+"""Redis names upstream publishes to; defined with every other key in entitlements.redis.keys."""
 
 from __future__ import annotations
 
-from sidecar.cache.redis_keys import change_stream
+from entitlements.redis.keys import change_stream
 
 
 def change_stream_key(environment_prefix: str) -> str:

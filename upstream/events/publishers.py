@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import redis.asyncio as aioredis
 import structlog
 
-from sidecar.cache.stream_entry import encode_entry, legacy_entry
+from entitlements.redis.stream_entry import encode_entry, legacy_entry
 from upstream.events.hub import Hub
 
 log = structlog.get_logger("upstream.events")
@@ -36,7 +36,7 @@ class RedisStreamPublisher:
     """XADD each event to ``stream``, pipelined per batch.
 
     The entry id is left to Redis; the event's own ``seq`` is the position in upstream's feed.
-    Entries use the envelope layout (:mod:`sidecar.cache.stream_entry`), which the persistent
+    Entries use the envelope layout (:mod:`entitlements.redis.stream_entry`), which the persistent
     cache writes through without decoding the state. The stream is capped approximately at
     ``maxlen`` entries: a consumer further behind than that catches up through
     ``GET /v1/changes``.

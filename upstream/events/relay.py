@@ -14,7 +14,7 @@ from typing import Protocol
 
 import structlog
 
-from sidecar.tasks import cancel_and_wait
+from entitlements.tasks import cancel_and_wait
 from upstream.store.sqlite import Store
 
 log = structlog.get_logger("upstream.relay")

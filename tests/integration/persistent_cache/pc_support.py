@@ -16,13 +16,13 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.typing import EncodableT, FieldT
 
+from entitlements.model.events import ChangeEvent, EventKind, encode_event
+from entitlements.model.state import CustomerSnapshot, EntitlementState, encode_snapshot_dict
+from entitlements.redis.store import RedisStore
+from entitlements.redis.stream_entry import encode_entry
 from persistent_cache.service import PersistentCacheService
 from persistent_cache.settings import Settings
 from persistent_cache.watchdog import PRIORITY
-from sidecar.cache.redis_store import RedisStore
-from sidecar.cache.stream_entry import encode_entry
-from sidecar.model.events import ChangeEvent, EventKind, encode_event
-from sidecar.model.state import CustomerSnapshot, EntitlementState, encode_snapshot_dict
 from tests.redis_server import RedisServer
 from upstream.catalog import DEMO_CATALOG
 from upstream.metering import Metering, UsageItem

@@ -20,9 +20,9 @@ from typing import BinaryIO
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from entitlements.redis.keys import change_stream
+from entitlements.redis.store import RedisStore
 from persistent_cache.service import PersistentCacheService
-from sidecar.cache.redis_keys import change_stream
-from sidecar.cache.redis_store import RedisStore
 from tests.conftest import wait_for
 from tests.integration.persistent_cache.pc_support import (
     ROOT,

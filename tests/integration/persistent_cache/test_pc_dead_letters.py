@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
+from entitlements.redis.keys import change_stream, dead_letter_stream, state_key
+from entitlements.redis.store import RedisStore
 from persistent_cache.service import PersistentCacheService
-from sidecar.cache.redis_keys import change_stream, dead_letter_stream, state_key
-from sidecar.cache.redis_store import RedisStore
 from tests.conftest import wait_for
 from tests.integration.persistent_cache.pc_support import (
     dead_letters,

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from entitlements.redis.keys import change_stream
 from persistent_cache.service import PersistentCacheService
-from sidecar.cache.redis_keys import change_stream
 from tests.conftest import wait_for
 from tests.integration.persistent_cache.pc_support import (
     converged,

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 import persistent_cache.resync as resync_module
+from entitlements.redis.keys import change_stream, state_key
 from persistent_cache.service import PersistentCacheService
 from persistent_cache.upstream_feed import SnapshotPage, UpstreamFeed
-from sidecar.cache.redis_keys import change_stream, state_key
 from tests.conftest import wait_for
 from tests.integration.persistent_cache.pc_support import (
     converged,

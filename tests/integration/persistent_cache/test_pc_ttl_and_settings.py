@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from entitlements.redis.keys import change_stream, state_key
+from entitlements.redis.store import RedisStore
 from persistent_cache.main import main
 from persistent_cache.service import PersistentCacheService
 from persistent_cache.settings import Settings, SettingsError, render_env_table
-from sidecar.cache.redis_keys import change_stream, state_key
-from sidecar.cache.redis_store import RedisStore
 from tests.conftest import wait_for
 from tests.integration.persistent_cache.pc_support import (
     ROOT,

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from sidecar.cache.redis_store import RedisStore
+from entitlements.redis.store import RedisStore
 from tests.redis_server import RedisServer
 
 

@@ -12,7 +12,7 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from sidecar.model.state import CustomerSnapshot, UsageRecord
+from entitlements.model.state import CustomerSnapshot, UsageRecord
 
 
 def fast_failing_client(port: int, *, decode_responses: bool = False) -> Redis:

@@ -12,16 +12,16 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
+from entitlements.model.events import ChangeEvent, EventKind
+from entitlements.model.state import UsageRecord
+from entitlements.redis.invalidation import Invalidation
+from entitlements.redis.keys import invalidation_channel, state_key
+from entitlements.redis.packing import HiredisPackingConnection, use_hiredis_packing_cluster
+from entitlements.redis.scripts import WRITE_SCRIPT
+from entitlements.redis.store import ApplyResult, RedisStore
 from persistent_cache.service import PersistentCacheService
 from sidecar.app import Sidecar
-from sidecar.cache.invalidation import Invalidation
-from sidecar.cache.redis_keys import invalidation_channel, state_key
-from sidecar.cache.redis_packing import HiredisPackingConnection, use_hiredis_packing_cluster
-from sidecar.cache.redis_scripts import WRITE_SCRIPT
-from sidecar.cache.redis_store import ApplyResult, RedisStore
 from sidecar.main import _source as build_source
-from sidecar.model.events import ChangeEvent, EventKind
-from sidecar.model.state import UsageRecord
 from sidecar.observability import Metrics
 from sidecar.pb import sidecar_pb2 as pb
 from sidecar.pb import sidecar_pb2_grpc as pb_grpc

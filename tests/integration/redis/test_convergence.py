@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from sidecar.cache.redis_store import RedisStore
-from sidecar.model.events import ChangeEvent, EventKind
-from sidecar.model.state import CustomerSnapshot, EntitlementState, UsageRecord
+from entitlements.model.events import ChangeEvent, EventKind
+from entitlements.model.state import CustomerSnapshot, EntitlementState, UsageRecord
+from entitlements.redis.store import RedisStore
 from tests.builders import boolean, metered, numeric, wallet
 
 HISTORY_LENGTH = 10_000

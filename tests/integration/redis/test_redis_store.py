@@ -12,20 +12,20 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from sidecar.cache.hash_writes import snapshot_write, usage_write
-from sidecar.cache.invalidation import Invalidation
-from sidecar.cache.redis_keys import (
+from entitlements.errors import CacheRejected, CacheUnavailable, SourceUnavailable, WritesRejected
+from entitlements.model.events import ChangeEvent, EventKind
+from entitlements.model.state import UsageRecord, encode_state, epoch_ms
+from entitlements.redis.hash_writes import snapshot_write, usage_write
+from entitlements.redis.invalidation import Invalidation
+from entitlements.redis.keys import (
     epoch_key,
     invalidation_channel,
     lock_key,
     refetch_channel,
     state_key,
 )
-from sidecar.cache.redis_scripts import UNLOCK_SCRIPT, WRITE_SCRIPT
-from sidecar.cache.redis_store import WRITES_PER_CALL, ApplyResult, RedisStore
-from sidecar.errors import CacheRejected, CacheUnavailable, SourceUnavailable, WritesRejected
-from sidecar.model.events import ChangeEvent, EventKind
-from sidecar.model.state import UsageRecord, encode_state, epoch_ms
+from entitlements.redis.scripts import UNLOCK_SCRIPT, WRITE_SCRIPT
+from entitlements.redis.store import WRITES_PER_CALL, ApplyResult, RedisStore
 from tests.builders import NOW, demo_snapshot, numeric, snapshot
 from tests.integration.redis.support import (
     fast_failing_client,

@@ -12,10 +12,10 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 
+from entitlements.model.state import CustomerSnapshot
+from entitlements.redis.store import RedisStore
 from sidecar.app import Sidecar
-from sidecar.cache.redis_store import RedisStore
 from sidecar.main import redis_clients
-from sidecar.model.state import CustomerSnapshot
 from sidecar.observability import Metrics
 from sidecar.pb import sidecar_pb2 as pb
 from sidecar.pb import sidecar_pb2_grpc as pb_grpc

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from sidecar.errors import SourceUnavailable
+from entitlements.errors import SourceUnavailable
 from sidecar.main import redis_clients
 from sidecar.source.memory import InMemorySource
 from tests.builders import demo_snapshot

@@ -6,8 +6,8 @@ import asyncio
 
 import grpc
 
+from entitlements.errors import SourceUnavailable
 from sidecar.app import Sidecar
-from sidecar.errors import SourceUnavailable
 from sidecar.observability import Metrics
 from sidecar.pb import sidecar_pb2 as pb
 from sidecar.pb import sidecar_pb2_grpc as pb_grpc

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from sidecar.cache.redis_keys import lock_key
-from sidecar.errors import SourceUnavailable
+from entitlements.errors import SourceUnavailable
+from entitlements.redis.keys import lock_key
 from sidecar.observability import Metrics
 from sidecar.pb import sidecar_pb2 as pb
 from sidecar.source.memory import InMemorySource

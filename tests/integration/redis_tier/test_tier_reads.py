@@ -6,8 +6,8 @@ import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from sidecar.cache.redis_keys import invalidation_channel, state_key
-from sidecar.errors import SourceUnavailable
+from entitlements.errors import SourceUnavailable
+from entitlements.redis.keys import invalidation_channel, state_key
 from sidecar.pb import sidecar_pb2 as pb
 from sidecar.source.memory import InMemorySource
 from tests.builders import demo_snapshot

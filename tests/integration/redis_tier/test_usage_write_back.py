@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from sidecar.errors import SourceUnavailable
+from entitlements.errors import SourceUnavailable
 from sidecar.pb import sidecar_pb2 as pb
 from sidecar.source.memory import InMemorySource
 from tests.builders import demo_snapshot

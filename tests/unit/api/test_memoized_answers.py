@@ -6,11 +6,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from entitlements.errors import SourceUnavailable
+from entitlements.model.state import DenialReason
 from sidecar.api.servicer import SidecarServicer
 from sidecar.cache.hot_cache import HotCache
-from sidecar.errors import SourceUnavailable
 from sidecar.evaluation.fallback import parse_fallback_map
-from sidecar.model.state import DenialReason
 from sidecar.model.usage import UsageReport
 from sidecar.observability import Metrics
 from sidecar.pb import sidecar_pb2 as pb

@@ -15,19 +15,7 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import given, settings
 
-from sidecar.evaluation.fallback import DEFAULT_FALLBACK, FallbackValues
-from sidecar.evaluation.getters import (
-    INT32_MAX,
-    Kind,
-    Result,
-    credit_entitlement,
-    entitlement_list,
-    feature_entitlement,
-    kind_of,
-    typed_entitlement,
-)
-from sidecar.evaluation.rules import NO_USAGE, EffectiveUsage
-from sidecar.model.state import (
+from entitlements.model.state import (
     CreditEntitlement,
     CreditRate,
     Currency,
@@ -41,6 +29,18 @@ from sidecar.model.state import (
     ResetPeriod,
     UsageRecord,
 )
+from sidecar.evaluation.fallback import DEFAULT_FALLBACK, FallbackValues
+from sidecar.evaluation.getters import (
+    INT32_MAX,
+    Kind,
+    Result,
+    credit_entitlement,
+    entitlement_list,
+    feature_entitlement,
+    kind_of,
+    typed_entitlement,
+)
+from sidecar.evaluation.rules import NO_USAGE, EffectiveUsage
 
 NOW = datetime(2024, 6, 15, 12, 0, tzinfo=UTC)
 R = DenialReason

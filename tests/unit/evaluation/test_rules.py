@@ -16,19 +16,7 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import given, settings
 
-from sidecar.evaluation.fallback import FallbackValues
-from sidecar.evaluation.getters import Kind, credit_entitlement, typed_entitlement
-from sidecar.evaluation.rules import (
-    NO_USAGE,
-    EffectiveUsage,
-    WalletView,
-    credits_cover,
-    decide_credit,
-    decide_feature,
-    effective_usage,
-    wallet_view,
-)
-from sidecar.model.state import (
+from entitlements.model.state import (
     CreditEntitlement,
     CreditRate,
     Currency,
@@ -41,6 +29,18 @@ from sidecar.model.state import (
     MeterType,
     ResetPeriod,
     UsageRecord,
+)
+from sidecar.evaluation.fallback import FallbackValues
+from sidecar.evaluation.getters import Kind, credit_entitlement, typed_entitlement
+from sidecar.evaluation.rules import (
+    NO_USAGE,
+    EffectiveUsage,
+    WalletView,
+    credits_cover,
+    decide_credit,
+    decide_feature,
+    effective_usage,
+    wallet_view,
 )
 
 NOW = datetime(2024, 6, 15, 12, 0, tzinfo=UTC)

@@ -10,15 +10,15 @@ from datetime import UTC, datetime
 
 import pytest
 
+from entitlements.errors import CacheUnavailable
+from entitlements.model.events import ChangeEvent, EventKind, encode_event
+from entitlements.model.state import UsageRecord
+from entitlements.redis.hash_writes import HashWrite
+from entitlements.redis.store import ApplyResult
+from entitlements.redis.stream_entry import encode_entry
 from persistent_cache.consumer import Consumer
 from persistent_cache.metrics import Metrics
 from persistent_cache.source import Claimed, Delivery, GroupStatus
-from sidecar.cache.hash_writes import HashWrite
-from sidecar.cache.redis_store import ApplyResult
-from sidecar.cache.stream_entry import encode_entry
-from sidecar.errors import CacheUnavailable
-from sidecar.model.events import ChangeEvent, EventKind, encode_event
-from sidecar.model.state import UsageRecord
 from tests.conftest import wait_for
 
 AT = datetime(2026, 6, 1, tzinfo=UTC)

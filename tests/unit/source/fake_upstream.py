@@ -20,8 +20,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from sidecar.model.events import ChangeEvent, encode_event
-from sidecar.model.state import (
+from entitlements.model.events import ChangeEvent, encode_event
+from entitlements.model.state import (
     CustomerSnapshot,
     DenialReason,
     EntitlementState,

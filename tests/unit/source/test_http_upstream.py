@@ -17,8 +17,8 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from sidecar.errors import InvalidArgument, SourceRejected, SourceUnavailable
-from sidecar.model.state import (
+from entitlements.errors import InvalidArgument, SourceRejected, SourceUnavailable
+from entitlements.model.state import (
     DenialReason,
     UsageRecord,
     encode_snapshot_dict,

@@ -12,10 +12,10 @@ from functools import partial
 import pytest
 from structlog.testing import capture_logs
 
+from entitlements.errors import SourceRejected, SourceUnavailable
+from entitlements.model.events import ChangeEvent, EventKind, encode_event
+from entitlements.model.state import UsageRecord
 from sidecar.cache.hot_cache import HotCache
-from sidecar.errors import SourceRejected, SourceUnavailable
-from sidecar.model.events import ChangeEvent, EventKind, encode_event
-from sidecar.model.state import UsageRecord
 from sidecar.observability import Metrics
 from sidecar.service.entitlements import CacheEntry, EntitlementService
 from sidecar.source import http_upstream

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.model.state import FeatureType, MeterType, ResetPeriod
+from entitlements.model.state import FeatureType, MeterType, ResetPeriod
 from upstream.catalog import (
     DEMO_CATALOG,
     Addon,

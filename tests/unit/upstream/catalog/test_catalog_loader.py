@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sidecar.model.state import CreditRate, Currency, FeatureType, MeterType, ResetPeriod
+from entitlements.model.state import CreditRate, Currency, FeatureType, MeterType, ResetPeriod
 from upstream.catalog import (
     AddonBehavior,
     Aggregation,

@@ -7,7 +7,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sidecar.model.state import CustomerSnapshot
+from entitlements.model.state import CustomerSnapshot
 from upstream.catalog import Catalog, CreditConfig, EntitlementDef, Plan, parse_catalog
 from upstream.compute import compute_snapshot
 from upstream.domain import (

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from sidecar.model.state import DenialReason
+from entitlements.model.state import DenialReason
 from tests.unit.upstream.compute.effective_support import (
     CUSTOMER_ID,
     DAY,

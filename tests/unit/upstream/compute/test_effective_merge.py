@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from sidecar.model.state import CreditRate, FeatureType, MeterType, ResetPeriod
+from entitlements.model.state import CreditRate, FeatureType, MeterType, ResetPeriod
 from tests.unit.upstream.compute.effective_support import (
     DAY,
     NOW,

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import hypothesis.strategies as st
 from hypothesis import given, settings
 
-from sidecar.model.state import (
+from entitlements.model.state import (
     CreditEntitlement,
     DenialReason,
     FeatureEntitlement,

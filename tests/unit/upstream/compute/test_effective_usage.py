@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from sidecar.model.state import ResetPeriod, UsageRecord
+from entitlements.model.state import ResetPeriod, UsageRecord
 from tests.unit.upstream.compute.effective_support import (
     HOUR,
     NOW,

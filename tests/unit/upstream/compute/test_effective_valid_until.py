@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from sidecar.model.state import (
+from entitlements.model.state import (
     CreditEntitlement,
     CustomerSnapshot,
     FeatureEntitlement,

@@ -1,10 +1,10 @@
 """What one change does to a (customer, resource) state hash, encoded and ready to send.
 
-A :class:`HashWrite` is the unit :class:`~sidecar.cache.redis_store.RedisStore` writes: the
+A :class:`HashWrite` is the unit :class:`~entitlements.redis.store.RedisStore` writes: the
 record triplets (field, version, value) of one snapshot or one usage record, or a deletion,
 plus what the invalidation announces. Building one from the state model (this module) and
 taking one straight off the change stream without touching the model
-(:mod:`sidecar.cache.stream_entry`) produce the same bytes, which is what lets the persistent
+(:mod:`entitlements.redis.stream_entry`) produce the same bytes, which is what lets the persistent
 cache pass upstream's encoding through instead of decoding and re-encoding every event.
 """
 
@@ -12,9 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sidecar.cache.redis_keys import STATE_FIELD, credit_usage_field, feature_usage_field
-from sidecar.model.events import ChangeEvent, EventKind
-from sidecar.model.state import CustomerSnapshot, UsageRecord, encode_state, encode_usage, epoch_ms
+from entitlements.model.events import ChangeEvent, EventKind
+from entitlements.model.state import (
+    CustomerSnapshot,
+    UsageRecord,
+    encode_state,
+    encode_usage,
+    epoch_ms,
+)
+from entitlements.redis.keys import STATE_FIELD, credit_usage_field, feature_usage_field
 
 #: Versions travel as decimal text and the write script compares them exactly within int64.
 MAX_VERSION = 2**63

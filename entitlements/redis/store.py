@@ -1,13 +1,13 @@
 """The persistent cache: entitlement snapshots and usage records in Redis.
 
-One hash per (customer, resource) (layout in :mod:`sidecar.cache.redis_keys`). Every write is one
-Lua script (:mod:`sidecar.cache.redis_scripts`) that compares versions and writes in a single
+One hash per (customer, resource) (layout in :mod:`entitlements.redis.keys`). Every write is one
+Lua script (:mod:`entitlements.redis.scripts`) that compares versions and writes in a single
 atomic step, so writers may deliver records in any order, any number of times, from any number
 of processes, and Redis still ends up holding the newest copy of every record.
 
 Works with a plain ``redis.asyncio.Redis`` and with ``redis.asyncio.cluster.RedisCluster``: each
 script touches a single key, and a batch is a non-transactional pipeline, which a cluster client
-splits by node. Every Redis failure surfaces as :class:`~sidecar.errors.CacheUnavailable`; a
+splits by node. Every Redis failure surfaces as :class:`~entitlements.errors.CacheUnavailable`; a
 NOSCRIPT answer (the server restarted or was flushed and lost its script cache) is not a failure
 and is handled here.
 """
@@ -25,15 +25,24 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
-from sidecar.cache.hash_writes import (
+from entitlements.errors import CacheRejected, CacheUnavailable, WritesRejected
+from entitlements.model.events import ChangeEvent
+from entitlements.model.state import (
+    CustomerSnapshot,
+    StateDecodeError,
+    UsageRecord,
+    decode_state,
+    decode_usage,
+)
+from entitlements.redis.hash_writes import (
     HashWrite,
     event_write,
     snapshot_write,
     usage_write,
     version_text,
 )
-from sidecar.cache.invalidation import Invalidation
-from sidecar.cache.redis_keys import (
+from entitlements.redis.invalidation import Invalidation
+from entitlements.redis.keys import (
     CREDIT_USAGE_PREFIX,
     FEATURE_USAGE_PREFIX,
     STATE_FIELD,
@@ -45,16 +54,7 @@ from sidecar.cache.redis_keys import (
     ttl_ms,
     version_field,
 )
-from sidecar.cache.redis_scripts import UNLOCK_SCRIPT, WRITE_SCRIPT, LuaScript
-from sidecar.errors import CacheRejected, CacheUnavailable, WritesRejected
-from sidecar.model.events import ChangeEvent
-from sidecar.model.state import (
-    CustomerSnapshot,
-    StateDecodeError,
-    UsageRecord,
-    decode_state,
-    decode_usage,
-)
+from entitlements.redis.scripts import UNLOCK_SCRIPT, WRITE_SCRIPT, LuaScript
 
 log = structlog.get_logger("sidecar.cache.redis")
 

@@ -18,7 +18,7 @@ import calendar
 from datetime import UTC, datetime, timedelta
 from typing import assert_never
 
-from sidecar.model.state import ResetPeriod
+from entitlements.model.state import ResetPeriod
 
 __all__ = ["add_periods", "current_period", "rolled_over"]
 

@@ -7,7 +7,7 @@ import json
 import hypothesis.strategies as st
 from hypothesis import given
 
-from sidecar.cache.invalidation import Invalidation
+from entitlements.redis.invalidation import Invalidation
 
 text = st.text(max_size=12)  # any code point: quotes, backslashes, controls, astral planes
 

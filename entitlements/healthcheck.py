@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sidecar.envconfig import SettingsError, Spec, read_env
+from entitlements.envconfig import SettingsError, Spec, read_env
 
 # console script -> the service it runs
 SCRIPTS = {

@@ -8,7 +8,7 @@ it without decoding the state model and encoding it again (which cost it ~90% of
   ``customerId``, ``resourceId``, ``version``, ``committedAt`` (epoch ms), ``featureId`` or
   ``currencyId`` for usage, and ``records``: ``[[hash field, version], ...]``;
 - ``r0`` .. ``rN-1``: the value of each record, byte for byte what the state hash stores
-  (:func:`sidecar.model.state.encode_state` / ``encode_usage`` JSON).
+  (:func:`entitlements.model.state.encode_state` / ``encode_usage`` JSON).
 
 Values are addressed by position rather than by hash field so that no feature id, however odd,
 can make two fields collide. The consumer checks the envelope strictly (types, ranges, which
@@ -25,15 +25,15 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from sidecar.cache.hash_writes import MAX_VERSION, HashWrite, usage_field
-from sidecar.cache.redis_keys import (
+from entitlements.model.events import EVENT_SCHEMA_VERSION, EventKind
+from entitlements.redis.hash_writes import MAX_VERSION, HashWrite, usage_field
+from entitlements.redis.keys import (
     CREDIT_USAGE_PREFIX,
     FEATURE_USAGE_PREFIX,
     STATE_FIELD,
     credit_usage_field,
     feature_usage_field,
 )
-from sidecar.model.events import EVENT_SCHEMA_VERSION, EventKind
 
 SEQ_FIELD = "seq"
 ENVELOPE_FIELD = "envelope"
@@ -58,7 +58,7 @@ def _dumps(body: Any) -> bytes:
 
 
 def encode_entry(seq: int, payload: str | bytes) -> dict[str, str | bytes]:
-    """The stream fields of one event, from its JSON (``sidecar.model.events.encode_event``).
+    """The stream fields of one event, from its JSON (``entitlements.model.events.encode_event``).
 
     Raises ValueError (or TypeError) when ``payload`` is not such an event; the publisher then
     falls back to the legacy single-field entry so the consumer parks it with a precise reason.

@@ -12,17 +12,17 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from sidecar.cache.hash_writes import HashWrite, event_write
-from sidecar.cache.stream_entry import (
+from entitlements.model.events import ChangeEvent, EventKind, encode_event
+from entitlements.model.state import UsageRecord, encode_state, encode_usage
+from entitlements.redis.hash_writes import HashWrite, event_write
+from entitlements.redis.stream_entry import (
     EntryError,
     decode_entry,
     encode_entry,
     legacy_entry,
 )
-from sidecar.model.events import ChangeEvent, EventKind, encode_event
-from sidecar.model.state import UsageRecord, encode_state, encode_usage
 from tests.builders import demo_snapshot
-from tests.unit.model.test_state import ms_datetimes, snapshots, usage_records
+from tests.unit.entitlements.model.test_state import ms_datetimes, snapshots, usage_records
 
 AT = datetime(2026, 6, 1, 12, 30, 0, 123000, tzinfo=UTC)
 AT_MS = 1780317000123

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 
-from sidecar.model.state import StateDecodeError, load_json
+from entitlements.model.state import StateDecodeError, load_json
 
 _json_string: Callable[[str], str] = encode_basestring_ascii
 

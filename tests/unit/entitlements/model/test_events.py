@@ -10,18 +10,18 @@ from typing import Any
 import jsonschema
 import pytest
 
-from sidecar.model.events import (
+from entitlements.model.events import (
     ChangeEvent,
     EventKind,
     decode_event,
     encode_event,
     encode_event_dict,
 )
-from sidecar.model.state import StateDecodeError, UsageRecord
+from entitlements.model.state import StateDecodeError, UsageRecord
 from tests.builders import demo_snapshot
 
 SCHEMA = json.loads(
-    (Path(__file__).resolve().parents[3] / "docs" / "change-event.schema.json").read_text()
+    (Path(__file__).resolve().parents[4] / "docs" / "change-event.schema.json").read_text()
 )
 AT = datetime(2026, 6, 1, 12, 30, 0, 123000, tzinfo=UTC)
 RECORD = UsageRecord(12.5, AT, datetime(2026, 7, 1, tzinfo=UTC), AT, 7)

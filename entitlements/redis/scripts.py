@@ -1,4 +1,4 @@
-"""Lua sources run by :class:`sidecar.cache.redis_store.RedisStore`.
+"""Lua sources run by :class:`entitlements.redis.store.RedisStore`.
 
 Every write to the persistent cache runs inside a script, so the version comparison and the
 write happen atomically on the server: there is no window between reading a stored version and

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.envconfig import SettingsError
-from sidecar.healthcheck import running_service, target
+from entitlements.envconfig import SettingsError
+from entitlements.healthcheck import running_service, target
 
 
 def test_sidecar_defaults_to_its_side_port_readiness() -> None:

@@ -1,4 +1,4 @@
-"""Tests for sidecar.model.state: the canonical model and its JSON wire format.
+"""Tests for entitlements.model.state: the canonical model and its JSON wire format.
 
 Round-trip properties over random valid states, usage records and snapshots;
 one table row per decode error path (the error must name the JSON path); and
@@ -18,7 +18,7 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import example, given, settings
 
-from sidecar.model.state import (
+from entitlements.model.state import (
     CUSTOMER_LEVEL_REASONS,
     SCHEMA_VERSION,
     CreditEntitlement,

@@ -16,7 +16,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sidecar.model.state import (
+from entitlements.model.state import (
     SCHEMA_VERSION,
     CustomerSnapshot,
     JsonReader,

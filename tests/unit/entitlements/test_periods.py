@@ -1,4 +1,4 @@
-"""Tests for sidecar.evaluation.periods.
+"""Tests for entitlements.periods.
 
 Table-driven cases pin the calendar edge cases (month-end clamping, leap days,
 exact boundaries, instants before the anchor); hypothesis properties check the
@@ -16,9 +16,9 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import given, settings
 
-from sidecar.evaluation import periods
-from sidecar.evaluation.periods import add_periods, current_period, rolled_over
-from sidecar.model.state import ResetPeriod
+from entitlements import periods
+from entitlements.model.state import ResetPeriod
+from entitlements.periods import add_periods, current_period, rolled_over
 
 H = ResetPeriod.HOUR
 D = ResetPeriod.DAY

@@ -12,7 +12,7 @@ from hypothesis import given
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.exceptions import DataError
 
-from sidecar.cache.redis_packing import (
+from entitlements.redis.packing import (
     HiredisPackingConnection,
     HiredisPackingSSLConnection,
     use_hiredis_packing,

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import structlog
 
+from entitlements.cli import parse_command_line
+from entitlements.logs import configure_logging
 from sidecar.app import Sidecar
-from sidecar.cli import parse_command_line
-from sidecar.observability import configure_logging
 from sidecar.settings import Settings
 from sidecar.source.http_upstream import HttpUpstreamSource
 from upstream.catalog import DEMO_CATALOG

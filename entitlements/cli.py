@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from importlib import metadata
 
-from sidecar.envconfig import Spec
+from entitlements.envconfig import Spec
 
 DISTRIBUTION = "entitlement-sidecar"
 PROJECT_URL = "https://github.com/entitlement-sidecar/entitlement-sidecar"
@@ -49,11 +49,11 @@ def parse_command_line(
 ) -> argparse.Namespace:
     """Parse ``argv`` (default: ``sys.argv[1:]``); ``--help``/``--version`` print and exit 0.
 
-    ``PROG healthcheck ...`` probes the running service and exits (``sidecar/healthcheck.py``).
+    ``PROG healthcheck ...`` probes the running service and exits (``entitlements/healthcheck.py``).
     """
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["healthcheck"]:
-        from sidecar.healthcheck import main as healthcheck
+        from entitlements.healthcheck import main as healthcheck
 
         raise SystemExit(healthcheck(prog, args[1:]))
     listed = _variables_text(variables)
