@@ -3,9 +3,11 @@
 Made for a container ``HEALTHCHECK`` (and ``docker run --health-cmd``), so it needs no curl and
 no other binary: stdlib only, one short HTTP request, one line of output, a bounded time.
 
-The port and address come from the same environment variables, parsed by the same code and with
-the same defaults, that the service itself reads: a container's health check runs with the
-container's environment, so it finds the port the service really opened.
+The port and address come from the same environment variables, with the same defaults, that the
+service itself reads: a container's health check runs with the container's environment, so it
+finds the port the service really opened. They are listed here as data (``SIDE_PORTS``) rather
+than read through each service's settings module, so the foundation never imports a service; a
+test holds the defaults equal to the services' own.
 
 Which service to probe: by default the one of the script it was invoked through
 (``entitlement-upstream healthcheck`` probes upstream). ``--service auto`` reads which of our
@@ -26,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from entitlements.envconfig import SettingsError, Spec, read_env
+from entitlements.envconfig import SettingsError, Spec, int_in, read_env, text
 
 # console script -> the service it runs
 SCRIPTS = {
@@ -51,13 +53,34 @@ class Target:
         return f"http://{host}:{self.port}{self.path}"
 
 
-def _side_port(specs: Sequence[Spec], env: Mapping[str, str]) -> tuple[str, int]:
-    """HTTP_BIND_ADDRESS and HTTP_PORT as the service's own settings module parses them."""
-    wanted = [spec for spec in specs if spec.env in ("HTTP_PORT", "HTTP_BIND_ADDRESS")]
-    values, problems = read_env(wanted, env)
-    if problems:
-        raise SettingsError(problems)
-    return str(values["http_bind_address"]), int(values["http_port"])
+@dataclass(frozen=True)
+class SidePort:
+    """Where a service's health endpoints listen: its variables, their defaults, the path."""
+
+    port: Spec
+    address: Spec
+    ready_path: str = "/readyz"
+
+
+def _side_port(
+    port_env: str, port: int, address_env: str, address: str, ready_path: str = "/readyz"
+) -> SidePort:
+    return SidePort(
+        Spec(port_env, "port", int_in(0, 65535), str(port), "health port"),
+        Spec(address_env, "address", text, address, "health address"),
+        ready_path,
+    )
+
+
+_SIDECAR = _side_port("HTTP_PORT", 8080, "HTTP_BIND_ADDRESS", "0.0.0.0")
+SIDE_PORTS: Mapping[str, SidePort] = {
+    "sidecar": _SIDECAR,
+    # The demo's side port is its sidecar's: same variables, same defaults.
+    "demo": _SIDECAR,
+    "persistent-cache": _side_port("HTTP_PORT", 8081, "HTTP_BIND_ADDRESS", "0.0.0.0"),
+    # Upstream serves its health endpoints on its API port, and has no /readyz.
+    "upstream": _side_port("UPSTREAM_PORT", 8787, "UPSTREAM_BIND_ADDRESS", "127.0.0.1", "/livez"),
+}
 
 
 def _reachable(address: str) -> str:
@@ -71,27 +94,14 @@ def _reachable(address: str) -> str:
 
 def target(service: str, env: Mapping[str, str], *, live: bool = False) -> Target:
     """Where ``service`` answers its health endpoint, given the environment it runs with."""
-    path = "/livez" if live else "/readyz"
-    if service in ("sidecar", "demo"):
-        # The demo's side port is its sidecar's: same variables, same defaults.
-        from sidecar.settings import SPECS as SIDECAR_SPECS
-
-        address, port = _side_port(SIDECAR_SPECS, env)
-    elif service == "persistent-cache":
-        from persistent_cache.settings import SPECS as CACHE_SPECS
-
-        address, port = _side_port(CACHE_SPECS, env)
-    elif service == "upstream":
-        from upstream.settings import SettingsError as UpstreamSettingsError
-        from upstream.settings import UpstreamSettings
-
-        try:
-            settings = UpstreamSettings.from_env(env)
-        except UpstreamSettingsError as exc:
-            raise SettingsError(exc.problems) from None
-        address, port, path = settings.bind_address, settings.port, "/livez"
-    else:
+    side = SIDE_PORTS.get(service)
+    if side is None:
         raise ValueError(f"unknown service {service!r}")
+    values, problems = read_env((side.port, side.address), env)
+    if problems:
+        raise SettingsError(problems)
+    address, port = str(values["address"]), int(values["port"])
+    path = "/livez" if live else side.ready_path
     if port == 0:
         raise SettingsError([f"{service}: its port is 0 (chosen at start), nothing to probe"])
     return Target(service, _reachable(address), port, path)

@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 
 from entitlements.envconfig import SettingsError
-from entitlements.healthcheck import running_service, target
+from entitlements.healthcheck import SIDE_PORTS, running_service, target
+from persistent_cache.settings import Settings as CacheSettings
+from sidecar.settings import Settings as SidecarSettings
+from upstream.settings import UpstreamSettings
 
 
 def test_sidecar_defaults_to_its_side_port_readiness() -> None:
@@ -34,9 +37,21 @@ def test_upstream_is_probed_on_livez_of_its_listener() -> None:
     assert where.url == "http://127.0.0.1:9787/livez"
 
 
-def test_upstream_configuration_problems_are_reported() -> None:
-    with pytest.raises(SettingsError, match="SERVER_API_KEY"):
-        target("upstream", {})
+def test_the_listed_defaults_are_the_services_own() -> None:
+    """SIDE_PORTS restates each service's defaults (the foundation imports no service)."""
+    sidecar = SidecarSettings()
+    cache = CacheSettings.__dataclass_fields__
+    upstream = UpstreamSettings(api_key="k")
+    listed = {name: (side.port.default, side.address.default) for name, side in SIDE_PORTS.items()}
+    assert listed == {
+        "sidecar": (str(sidecar.http_port), sidecar.http_bind_address),
+        "demo": (str(sidecar.http_port), sidecar.http_bind_address),
+        "persistent-cache": (
+            str(cache["http_port"].default),
+            cache["http_bind_address"].default,
+        ),
+        "upstream": (str(upstream.port), upstream.bind_address),
+    }
 
 
 def test_a_malformed_port_is_a_settings_error() -> None:
