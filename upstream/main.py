@@ -15,7 +15,7 @@ from entitlements.cli import parse_command_line
 from entitlements.logs import configure_logging
 from upstream.catalog.model import CatalogError
 from upstream.server import UpstreamServer
-from upstream.settings import SettingsError, UpstreamSettings
+from upstream.settings import SPECS, SettingsError, UpstreamSettings
 
 
 async def serve(settings: UpstreamSettings) -> None:
@@ -35,6 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "HTTP API,\nwith a durable change stream. Without CATALOG_PATH it serves the packaged "
         "demo catalog.",
         docs="docs/upstream.md, section Configuration",
+        variables=SPECS,
         argv=argv,
     )
     try:

@@ -1,4 +1,9 @@
-"""Upstream's settings, from environment variables, all problems reported together."""
+"""Upstream's settings: one frozen object built once from the environment.
+
+Read with the same toolkit as the sidecar's and the persistent cache's (``entitlements.envconfig``):
+every problem is reported together, and the table in ``docs/upstream.md`` is rendered from
+``SPECS`` by :func:`render_env_table` (a test keeps it fresh).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,78 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from entitlements.envconfig import (
+    SettingsError as SettingsError,  # re-exported: callers catch it from here
+)
+from entitlements.envconfig import (
+    Spec,
+    int_in,
+    log_format,
+    log_level,
+    non_empty,
+    read_env,
+    render_table,
+    text,
+)
 from upstream.catalog import DEMO_CATALOG
 from upstream.events.keys import change_stream_key
 
 
-class SettingsError(ValueError):
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
-        self.problems = problems
+def _catalog(raw: str) -> Path:
+    value = raw.strip()
+    catalog = Path(value) if value else DEMO_CATALOG
+    if not catalog.is_file():
+        raise ValueError(f"{catalog} is not a readable file")
+    return catalog
+
+
+def _optional(raw: str) -> str | None:
+    return raw.strip() or None
+
+
+SPECS: tuple[Spec, ...] = (
+    Spec(
+        "SERVER_API_KEY",
+        "api_key",
+        non_empty,
+        None,
+        "Required. The key clients must send as `X-API-KEY`.",
+    ),
+    Spec("UPSTREAM_PORT", "port", int_in(0, 65535), "8787", "HTTP listen port."),
+    Spec("UPSTREAM_BIND_ADDRESS", "bind_address", text, "127.0.0.1", "HTTP listen address."),
+    Spec("UPSTREAM_DATABASE", "database", text, "upstream.db", "SQLite database file."),
+    Spec(
+        "CATALOG_PATH",
+        "catalog_path",
+        _catalog,
+        None,
+        "The catalog YAML file. Default: the packaged demo catalog (`upstream/catalog/demo.yaml`).",
+    ),
+    Spec(
+        "EVENTS_REDIS_URL",
+        "events_redis_url",
+        _optional,
+        "",
+        "Also publish every change to the Redis Stream `{REDIS_ENVIRONMENT_PREFIX}:changes` on "
+        "this Redis (empty: no stream).",
+    ),
+    Spec(
+        "REDIS_ENVIRONMENT_PREFIX",
+        "environment_prefix",
+        text,
+        "",
+        "The key prefix of this environment in Redis, shared with the persistent cache and the "
+        "sidecars. Required when `EVENTS_REDIS_URL` is set.",
+    ),
+    Spec("LOG_LEVEL", "log_level", log_level, "info", "`error`, `warn`, `info` or `debug`."),
+    Spec(
+        "LOG_FORMAT",
+        "log_format",
+        log_format,
+        "auto",
+        "`json`, `console`, or `auto` (JSON unless stderr is a terminal).",
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -25,7 +94,7 @@ class UpstreamSettings:
     database: str = "upstream.db"
     catalog_path: Path = DEMO_CATALOG
     events_redis_url: str | None = None
-    environment_prefix: str = "entitlements"
+    environment_prefix: str = ""
     log_level: str = "info"
     log_format: str = "auto"
 
@@ -36,35 +105,18 @@ class UpstreamSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> UpstreamSettings:
         env = os.environ if environ is None else environ
-        problems: list[str] = []
-        api_key = env.get("SERVER_API_KEY", "").strip()
-        if not api_key:
+        values, problems = read_env(SPECS, env)
+        if "api_key" not in values and "SERVER_API_KEY" not in env:
             problems.append("SERVER_API_KEY: is required")
-        port = 8787
-        raw_port = env.get("UPSTREAM_PORT", "8787")
-        try:
-            port = int(raw_port)
-            if not 0 <= port <= 65535:
-                raise ValueError
-        except ValueError:
-            problems.append(f"UPSTREAM_PORT: expected a port number, got {raw_port!r}")
-        raw_catalog = env.get("CATALOG_PATH", "").strip()
-        catalog = Path(raw_catalog) if raw_catalog else DEMO_CATALOG
-        if not catalog.is_file():
-            problems.append(f"CATALOG_PATH: {catalog} is not a readable file")
-        level = env.get("LOG_LEVEL", "info").strip().lower()
-        if level not in ("debug", "info", "warn", "error"):
-            problems.append(f"LOG_LEVEL: expected error, warn, info or debug; got {level!r}")
+        if values.get("events_redis_url") and not values.get("environment_prefix"):
+            # The stream is one of the environment's keys: without the prefix upstream would
+            # publish where no persistent cache of this environment reads.
+            problems.append("REDIS_ENVIRONMENT_PREFIX: is required when EVENTS_REDIS_URL is set")
         if problems:
             raise SettingsError(problems)
-        return cls(
-            api_key=api_key,
-            port=port,
-            bind_address=env.get("UPSTREAM_BIND_ADDRESS", "127.0.0.1"),
-            database=env.get("UPSTREAM_DATABASE", "upstream.db"),
-            catalog_path=catalog,
-            events_redis_url=env.get("EVENTS_REDIS_URL") or None,
-            environment_prefix=env.get("REDIS_ENVIRONMENT_PREFIX", "entitlements"),
-            log_level=level,
-            log_format=env.get("LOG_FORMAT", "auto"),
-        )
+        return cls(**values)
+
+
+def render_env_table() -> str:
+    """The configuration table of docs/upstream.md."""
+    return render_table(SPECS)
