@@ -67,7 +67,7 @@ def _pin(cpus: list[int] | None) -> None:
 def _quiet_logging() -> None:
     from entitlements.logs import configure_logging
 
-    configure_logging("warn", "json")
+    configure_logging("warn", "json", service="bench-latency")
 
 
 # --------------------------------------------------------------------- requests

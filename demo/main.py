@@ -120,7 +120,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         docs="README.md, section Quickstart",
         argv=argv,
     )
-    configure_logging(os.environ.get("LOG_LEVEL", "info"), os.environ.get("LOG_FORMAT", "auto"))
+    # One process runs both services, so every line names the demo rather than either of them.
+    configure_logging(
+        os.environ.get("LOG_LEVEL", "info"),
+        os.environ.get("LOG_FORMAT", "auto"),
+        service="entitlement-demo",
+    )
     asyncio.run(run())
     return 0
 

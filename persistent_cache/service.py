@@ -118,6 +118,10 @@ class PersistentCacheService:
         log.info(
             "persistent_cache_started",
             http_port=self.http.port,
+            upstream=self.settings.api_url,
+            redis=f"{self.settings.redis_host}:{self.settings.redis_port}",
+            redis_cluster=self.settings.redis_cluster,
+            prefix=self.settings.environment_prefix,
             stream=self.source.stream,
             group=self.source.group,
             consumer=self.source.consumer,

@@ -65,6 +65,13 @@ class Sidecar:
     def is_ready(self) -> bool:
         return self._ready
 
+    def tiers(self) -> list[str]:
+        """The read path's tiers in the order a read tries them."""
+        if self.service.offline:
+            return ["hot_cache", "fallback"]
+        redis = [f"redis:{self.settings.redis_prefix}"] if self.settings.redis_enabled else []
+        return ["hot_cache", *redis, "upstream", "stale", "fallback"]
+
     async def start(self) -> None:
         """Start serving; on any failure or cancellation, release what was started."""
         try:
@@ -85,11 +92,15 @@ class Sidecar:
         await self.grpc.mark_serving()
         self._ready = True
         log.info(
-            "Sidecar is ready",
+            "sidecar_ready",
+            # Stigg's older SDKs that spawn a local sidecar wait for this exact text on stderr.
+            message="Sidecar is ready",
             grpc_port=self.grpc.port,
             http_port=self.http.port,
             offline=self.service.offline,
             backend_synced=synced,
+            tiers=self.tiers(),
+            upstream=None if self.service.offline else self.settings.api_url,
             cache_max_bytes=self.settings.cache_max_bytes,
         )
 

@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"entitlement-sidecar: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, service="entitlement-sidecar")
     metrics = Metrics()
     source = _source(settings, metrics)
     try:

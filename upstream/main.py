@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"entitlement-upstream: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, service="entitlement-upstream")
     try:
         asyncio.run(serve(settings))
     except CatalogError as exc:

@@ -70,7 +70,14 @@ class UpstreamServer:
         sockets = getattr(site._server, "sockets", None) or []
         if sockets:
             self.port = sockets[0].getsockname()[1]
-        log.info("upstream_ready", port=self.port, database=self.settings.database)
+        log.info(
+            "upstream_ready",
+            port=self.port,
+            database=self.settings.database,
+            catalog=str(self.settings.catalog_path),
+            # Where changes go besides the HTTP feed and push channel (None: nowhere else).
+            change_stream=self.settings.stream_key if self.settings.events_redis_url else None,
+        )
 
     async def _schedule(self) -> None:
         """Apply trial ends, expiries and period ends when their time comes."""

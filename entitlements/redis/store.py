@@ -56,7 +56,7 @@ from entitlements.redis.keys import (
 )
 from entitlements.redis.scripts import UNLOCK_SCRIPT, WRITE_SCRIPT, LuaScript
 
-log = structlog.get_logger("sidecar.cache.redis")
+log = structlog.get_logger("entitlements.redis")
 
 RedisClient: TypeAlias = Redis | RedisCluster
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -134,9 +135,17 @@ def test_sigterm_drains_and_exits_zero(tmp_path: object) -> None:
             assert proc.stderr is not None
             deadline = time.monotonic() + 20
             for line in proc.stderr:
+                # The text older Stigg SDKs wait for when they spawn a sidecar themselves.
                 if "Sidecar is ready" in line:
                     break
                 assert time.monotonic() < deadline, "sidecar did not become ready"
+            ready = json.loads(line)
+            assert ready["event"] == "sidecar_ready"
+            assert ready["message"] == "Sidecar is ready"
+            assert ready["service"] == "entitlement-sidecar"
+            assert ready["version"]
+            assert ready["tiers"] == ["hot_cache", "fallback"]
+            assert ready["upstream"] is None
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=20) == 0
         finally:
@@ -151,3 +160,18 @@ def test_bad_configuration_exits_two() -> None:
     )
     assert proc.returncode == 2
     assert "PORT" in proc.stderr and "ENTITLEMENTS_FALLBACK" in proc.stderr
+
+
+async def test_the_ready_line_names_the_tiers_a_read_tries() -> None:
+    """Redis on: hot cache, the environment's Redis keys, upstream, then stale and fallback."""
+    redis_on = make_settings(redis_prefix="prod", api_key="k")
+    async with Sidecar(make_settings(offline=True), None) as offline:
+        assert offline.tiers() == ["hot_cache", "fallback"]
+    app = Sidecar(redis_on, InMemorySource())
+    assert app.tiers() == ["hot_cache", "redis:prod", "upstream", "stale", "fallback"]
+    assert Sidecar(make_settings(api_key="k"), InMemorySource()).tiers() == [
+        "hot_cache",
+        "upstream",
+        "stale",
+        "fallback",
+    ]

@@ -202,7 +202,7 @@ def test_ready_after_the_bounded_wait_serving_fallbacks_and_saying_so(tmp_path: 
         assert metric(http_port, "sidecar_backend_synced") == 0
         events = [e for e in proc.events() if e.get("event") == "ready_without_backend"]
         assert len(events) == 1 and events[0]["waited_seconds"] == 0.2
-        ready = [e for e in proc.events() if e.get("event") == "Sidecar is ready"]
+        ready = [e for e in proc.events() if e.get("event") == "sidecar_ready"]
         assert ready and ready[0]["backend_synced"] is False
         assert proc.stop()[0] == 0
     finally:
