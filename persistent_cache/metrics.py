@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from entitlements.metrics import service_registry
+
 # Writes are one pipelined round trip per batch: sub-millisecond to a few hundred ms.
 APPLY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 # Commit-to-Redis spans the outbox relay, the stream and this consumer: ms to minutes when behind.
@@ -17,7 +19,7 @@ RESYNC_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0)
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
+        self.registry = registry or service_registry()
         r = self.registry
         self.consumed = Counter(
             "persistent_cache_events_consumed",

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from entitlements.metrics import service_registry
 from entitlements.model.state import DenialReason
 
 if TYPE_CHECKING:
@@ -94,7 +95,7 @@ class _HotCacheCollector(Collector):
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
+        self.registry = registry or service_registry()
         r = self.registry
         self.request_latency = Histogram(
             "sidecar_grpc_request_duration_seconds",

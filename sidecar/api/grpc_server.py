@@ -1,4 +1,4 @@
-"""The grpc.aio server: our service, standard health checking and reflection."""
+"""The grpc.aio server: our service, standard health checking and reflection (v1 and v1alpha)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import grpc
 from google.protobuf import message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
 
 from entitlements.errors import StartupError
+from sidecar.api.reflection import enable_reflection
 from sidecar.api.validation import MalformedBody
 from sidecar.pb import sidecar_pb2 as pb
 
@@ -95,12 +95,8 @@ class GrpcServer:
         self.server.add_generic_rpc_handlers((sidecar_handler(servicer),))
         self.health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (
-                SERVICE_NAME,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
+        enable_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name),
             self.server,
         )
         host, _, port = address.rpartition(":")

@@ -9,9 +9,12 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import aiohttp
 import grpc
+from google.protobuf import descriptor_pool, message_factory
+from google.protobuf.descriptor_pb2 import FileDescriptorProto
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -80,6 +83,43 @@ async def test_reflection_lists_services(sidecar: Sidecar) -> None:
     assert "grpc.health.v1.Health" in names
 
 
+def _v1(name: str) -> Any:
+    """A genuine ``grpc.reflection.v1`` message class, as a v1-only client has."""
+    pool = descriptor_pool.Default()
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"grpc.reflection.v1.{name}"))
+
+
+async def test_reflection_v1_lists_and_describes_services(sidecar: Sidecar) -> None:
+    request, response = _v1("ServerReflectionRequest"), _v1("ServerReflectionResponse")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{sidecar.grpc_port}") as channel:
+        info = channel.stream_stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            request_serializer=request.SerializeToString,
+            response_deserializer=response.FromString,
+        )
+        call = info(
+            iter(
+                [
+                    request(list_services=""),
+                    request(file_containing_symbol="stigg.sidecar.v1.SidecarService"),
+                    request(file_containing_symbol="grpc.reflection.v1.ServerReflection"),
+                ]
+            )
+        )
+        listed, sidecar_file, reflection_file = [r async for r in call]
+    names = {s.name for s in listed.list_services_response.service}
+    assert {
+        "stigg.sidecar.v1.SidecarService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    } <= names
+    for answer, package in ((sidecar_file, "stigg.sidecar.v1"), (reflection_file, "grpc.reflection.v1")):
+        assert not answer.HasField("error_response"), answer.error_response.error_message
+        files = [FileDescriptorProto.FromString(raw) for raw in answer.file_descriptor_response.file_descriptor_proto]
+        assert package in {f.package for f in files}
+
+
 async def test_http_side_port(sidecar: Sidecar, source: InMemorySource) -> None:
     source.put(demo_snapshot("cust-1"))
     async with grpc.aio.insecure_channel(f"127.0.0.1:{sidecar.grpc_port}") as channel:
@@ -103,6 +143,9 @@ async def test_http_side_port(sidecar: Sidecar, source: InMemorySource) -> None:
     assert 'sidecar_decisions_total{reason="GRANTED"} 1.0' in text
     assert "sidecar_cache_misses_total 1.0" in text
     assert "sidecar_cache_bytes " in text
+    # prometheus-client's process and runtime collectors
+    for name in ("process_cpu_seconds_total", "python_gc_objects_collected_total", "python_info{"):
+        assert name in text, name
 
 
 async def test_graceful_stop_finishes_inflight_calls(source: InMemorySource) -> None:

@@ -10,6 +10,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
+from entitlements.metrics import service_registry
 from upstream.api import changes, routes
 from upstream.api.openapi import OPENAPI
 from upstream.catalog.loader import load_catalog
@@ -117,7 +118,7 @@ def build_app(
     app[changes.PING_SECONDS] = ping_seconds
     app[API_KEY] = api_key_value
     app[CATALOG_PATH] = catalog_path
-    app[REGISTRY] = registry or CollectorRegistry()
+    app[REGISTRY] = registry or service_registry()
     app[REQUESTS] = Counter(
         "upstream_http_requests",
         "HTTP requests by route and status.",

@@ -62,6 +62,8 @@ async def test_stream_keeps_redis_equal_to_upstream(
                 text = await response.text()
             assert "persistent_cache_commit_to_redis_seconds_bucket" in text
             assert "persistent_cache_consumer_lag" in text
+            for name in ("process_cpu_seconds_total", "python_gc_objects_collected_total", "python_info{"):
+                assert name in text, name
 
             # On-demand resync: refused without the key, a fresh epoch with it.
             before = await svc.store.get_epoch()

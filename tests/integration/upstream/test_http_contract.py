@@ -1057,6 +1057,8 @@ async def test_open_paths_need_no_key(anonymous: aiohttp.ClientSession, path: st
         assert reply.body == {"status": "UP"}
     if path == "/metrics":
         assert "upstream_http_requests_total" in reply.body
+        for name in ("process_cpu_seconds_total", "python_gc_objects_collected_total", "python_info{"):
+            assert name in reply.body, name
 
 
 # ------------------------------------------------- nothing half-applied
