@@ -1,7 +1,7 @@
 """Building settings from environment variables: parsers, the spec table, the docs table.
 
-Shared by the sidecar and the persistent cache so both read, validate and document their
-variables the same way: every problem is collected and reported at once, and the
+Shared by the sidecar, upstream and the persistent cache so all three read, validate and
+document their variables the same way: every problem is collected and reported at once, and the
 configuration table in the docs is rendered from the same specs the code reads.
 """
 

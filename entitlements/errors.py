@@ -1,4 +1,8 @@
-"""The sidecar's error hierarchy; the API edge maps these to gRPC status codes.
+"""Errors the services share; the sidecar's API edge maps these to gRPC status codes.
+
+The Redis failures (``CacheUnavailable`` and below) are raised by ``entitlements.redis.store``
+for the sidecar's Redis tier and the persistent cache alike; they stay under ``SourceError``
+because the sidecar's read path treats Redis as one more source.
 
 SidecarError
 ├── InvalidArgument      a request field is malformed (names the field)

@@ -1,1 +1,1 @@
-"""Canonical entitlement-state model shared by upstream, Redis and the sidecar."""
+"""The sidecar's request model: usage reports, raw events and what upstream acknowledges."""

@@ -77,7 +77,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_wheel_holds_no_test_or_example_code(installed: Path) -> None:
     site = next((installed / "lib").glob("python3*/site-packages"))
     top_level = {p.name for p in site.iterdir()}
-    assert {"sidecar", "upstream", "persistent_cache"} <= top_level
+    assert {"entitlements", "sidecar", "upstream", "persistent_cache", "demo"} <= top_level
     assert not {"tests", "examples", "bench", "tools"} & top_level
     assert (site / "upstream" / "catalog" / "demo.yaml").is_file()
 
