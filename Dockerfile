@@ -25,13 +25,15 @@ RUN /opt/build/bin/pip install --require-hashes --no-deps -r requirements/build.
         -r requirements/runtime.txt
 
 COPY pyproject.toml README.md ./
+COPY entitlements entitlements
 COPY sidecar sidecar
 COPY upstream upstream
 COPY persistent_cache persistent_cache
+COPY demo demo
 RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . \
  && /opt/build/bin/pip --python /opt/venv/bin/python install --no-deps /wheels/*.whl \
  && test ! -e /opt/venv/bin/pip \
- && /opt/venv/bin/python -c "import sidecar.main, upstream.main, persistent_cache.main, upstream.demo"
+ && /opt/venv/bin/python -c "import sidecar.main, upstream.main, persistent_cache.main, demo.main"
 
 # ---------------------------------------------------------------- final: runtime only
 FROM python:3.11-slim

@@ -78,3 +78,28 @@ def test_final_stage_contract(instructions: list[str]) -> None:
     assert exec_form[:2] == ["entitlement-sidecar", "healthcheck"]
     labels = " ".join(s for s in final if s.startswith("LABEL "))
     assert 'org.opencontainers.image.version="${VERSION}"' in labels
+
+
+def test_the_image_copies_every_package_the_wheel_holds() -> None:
+    """A package added to pyproject but not copied into the build context breaks the image."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = {
+        pattern.rstrip("*")
+        for pattern in project["tool"]["setuptools"]["packages"]["find"]["include"]
+    }
+    dockerfile = DOCKERFILE.read_text()
+    copied = set(re.findall(r"^COPY (\w+) \1$", dockerfile, flags=re.MULTILINE))
+    allowed = {
+        line.removeprefix("!").rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.startswith("!") and line.endswith("/")
+    }
+    assert copied == packages
+    assert allowed >= packages
+    scripts = set(project["project"]["scripts"].values())
+    imported = {f"{target.split(':')[0]}" for target in scripts}
+    check = re.search(r'python -c "import ([^"]+)"', dockerfile)
+    assert check is not None
+    assert {m.strip() for m in check.group(1).split(",")} == imported
