@@ -43,8 +43,9 @@ UID = "65532"
 API_KEY = "smoke-key"
 PREFIX = "smoke"
 # docker stop's grace (the orchestrator's, terminationGracePeriodSeconds in Kubernetes) must exceed
-# the service's own drain time: an application keeps its channel open, and today the sidecar
-# waits out the whole SHUTDOWN_GRACE_SECONDS while any client connection is open.
+# the service's own drain time, SHUTDOWN_GRACE_SECONDS: a client that cannot answer the server's
+# GOAWAY (its event loop blocked) holds the drain that long. docker stop runs in a thread here so
+# the SDK's loop stays live, as an application's would.
 GRACE_SECONDS = 10
 SHUTDOWN_GRACE_SECONDS = 5
 DEADLINE_SECONDS = 60.0
@@ -360,7 +361,7 @@ async def topology(docker: Docker, image: str, run_dir: Path, timer: Timer) -> N
             await through_the_sdk(stigg, docker, upstream, upstream_url, redis_port, timer)
             # Stopped while the application's connection is still open, as in a rollout.
             for name in (cache, sidecar):
-                stop_within_grace(docker, name)
+                await asyncio.to_thread(stop_within_grace, docker, name)
         finally:
             stigg.close()
         timer.phase("stopped")
@@ -416,7 +417,7 @@ async def through_the_sdk(
     finally:
         await client.aclose()
 
-    stop_within_grace(docker, upstream)
+    await asyncio.to_thread(stop_within_grace, docker, upstream)
     answer = await api_calls(stigg, "smoke-b")
     check(
         not answer.is_fallback and answer.has_access and answer.entitlement.usage_limit == 1000,

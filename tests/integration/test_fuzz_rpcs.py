@@ -93,11 +93,11 @@ def message_dict(descriptor: Any, depth: int = 0) -> st.SearchStrategy[dict[str,
                 optional[field.name] = st.dictionaries(IDS, values, max_size=3)
                 continue
             inner = message_dict(field.message_type, depth + 1)
-            if field.label == FIELD.LABEL_REPEATED:
+            if field.is_repeated:
                 optional[field.name] = st.lists(inner, max_size=3)
             else:
                 optional[field.name] = inner
-        elif field.label == FIELD.LABEL_REPEATED:
+        elif field.is_repeated:
             optional[field.name] = st.lists(scalar(field), max_size=3)
         else:
             optional[field.name] = scalar(field)
@@ -120,13 +120,13 @@ def _fill(message: Any, fields: dict[str, Any]) -> None:
                     _fill(target[key], item)
                 else:
                     target[key] = item
-        elif field.type == FIELD.TYPE_MESSAGE and field.label == FIELD.LABEL_REPEATED:
+        elif field.type == FIELD.TYPE_MESSAGE and field.is_repeated:
             for item in value:
                 _fill(target.add(), item)
         elif field.type == FIELD.TYPE_MESSAGE:
             target.SetInParent()
             _fill(target, value)
-        elif field.label == FIELD.LABEL_REPEATED:
+        elif field.is_repeated:
             target.extend(value)
         elif field.containing_oneof is not None and name != field.containing_oneof.name:
             setattr(message, name, value)
