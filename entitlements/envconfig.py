@@ -142,3 +142,16 @@ def keys_ttl(raw: str) -> int:
     if abs(value) > MAX_TTL_SECONDS:
         raise ValueError(f"must be at most {MAX_TTL_SECONDS} seconds either way, got {value}")
     return value
+
+
+#: LOG_LEVEL and LOG_FORMAT: every service logs the same way, so they read them the same way.
+LOGGING_SPECS: tuple[Spec, ...] = (
+    Spec("LOG_LEVEL", "log_level", log_level, "info", "`error`, `warn`, `info` or `debug`."),
+    Spec(
+        "LOG_FORMAT",
+        "log_format",
+        log_format,
+        "auto",
+        "`json`, `console`, or `auto` (JSON unless stderr is a terminal).",
+    ),
+)

@@ -18,6 +18,7 @@ StartupError             the process cannot start (a port it cannot bind, say)
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 
@@ -50,6 +51,16 @@ class InvalidApiKey(SourceRejected):
 
 class StartupError(SidecarError):
     """The process cannot start; the message is the one line an operator needs."""
+
+
+def listen_failure(what: str, address: str, exc: OSError, settings: str) -> StartupError:
+    """A port that could not be bound, said in one line: where, why, which settings to check.
+
+    asyncio wraps the errno in a long sentence that repeats the address; the errno's own text
+    ("Address already in use", "Permission denied") is what tells an operator what to fix.
+    """
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return StartupError(f"cannot listen for {what} on {address}: {reason} ({settings})")
 
 
 class CacheUnavailable(SourceUnavailable):

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from collections.abc import Sequence
 
 import structlog
 
 from entitlements.cli import parse_command_line
+from entitlements.errors import listen_failure
 from entitlements.logs import configure_logging
 from persistent_cache.service import serve
 from persistent_cache.settings import SPECS, Settings, SettingsError
@@ -43,12 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         runner(serve(settings))
     except OSError as exc:
         # The side port could not be bound, typically: nothing else is fatal at start.
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
         address = f"{settings.http_bind_address}:{settings.http_port}"
-        structlog.get_logger("persistent_cache").error(
-            "startup_failed",
-            error=f"cannot listen for HTTP on {address}: {reason} (HTTP_PORT, HTTP_BIND_ADDRESS)",
-        )
+        failure = listen_failure("HTTP", address, exc, "HTTP_PORT, HTTP_BIND_ADDRESS")
+        structlog.get_logger("persistent_cache").error("startup_failed", error=str(failure))
         return 1
     return 0
 

@@ -14,21 +14,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from entitlements.envconfig import (
-    SettingsError as SettingsError,  # re-exported: callers catch it from here
-)
-from entitlements.envconfig import (
+    LOGGING_SPECS,
     Spec,
     boolean,
     http_url,
     int_in,
     keys_ttl,
-    log_format,
-    log_level,
     non_empty,
     positive_float,
     read_env,
     render_table,
     text,
+)
+from entitlements.envconfig import (
+    SettingsError as SettingsError,  # re-exported: callers catch it from here
 )
 
 
@@ -161,14 +160,7 @@ SPECS: tuple[Spec, ...] = (
         "0.0.0.0",
         "HTTP side port address (all interfaces, so probes and scrapers reach it).",
     ),
-    Spec("LOG_LEVEL", "log_level", log_level, "info", "`error`, `warn`, `info` or `debug`."),
-    Spec(
-        "LOG_FORMAT",
-        "log_format",
-        log_format,
-        "auto",
-        "`json`, `console`, or `auto` (JSON unless stderr is a terminal).",
-    ),
+    *LOGGING_SPECS,
 )
 
 

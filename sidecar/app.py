@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 from types import TracebackType
 
 import structlog
 
-from entitlements.errors import StartupError
+from entitlements.errors import listen_failure
 from entitlements.http_server import HttpServer, build_app
 from entitlements.tasks import cancel_and_wait
 from sidecar.api.grpc_server import GrpcServer
@@ -79,10 +78,7 @@ class Sidecar:
                 await self.http.start()
             except OSError as exc:
                 address = f"{self.settings.http_bind_address}:{self.settings.http_port}"
-                reason = os.strerror(exc.errno) if exc.errno else str(exc)
-                raise StartupError(
-                    f"cannot listen for HTTP on {address}: {reason} (HTTP_PORT, HTTP_BIND_ADDRESS)"
-                ) from exc
+                raise listen_failure("HTTP", address, exc, "HTTP_PORT, HTTP_BIND_ADDRESS") from exc
             await self.grpc.start()
             self.service.start()
             synced = await self._wait_for_backend()

@@ -14,20 +14,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from entitlements.envconfig import (
-    SettingsError as SettingsError,  # re-exported: callers catch it from here
-)
-from entitlements.envconfig import (
+    LOGGING_SPECS,
     Spec,
     boolean,
     http_url,
     int_in,
     keys_ttl,
-    log_format,
-    log_level,
     positive_float,
     read_env,
     render_table,
     text,
+)
+from entitlements.envconfig import (
+    SettingsError as SettingsError,  # re-exported: callers catch it from here
 )
 from sidecar.cache.memory_limit import default_cache_max_bytes
 from sidecar.evaluation.fallback import FallbackError, FallbackValues, parse_fallback_map
@@ -140,14 +139,7 @@ SPECS: tuple[Spec, ...] = (
         "Byte bound of the in-process hot cache. Default: half the container memory limit "
         "(cgroup v2/v1), else half the physical memory.",
     ),
-    Spec("LOG_LEVEL", "log_level", log_level, "info", "`error`, `warn`, `info` or `debug`."),
-    Spec(
-        "LOG_FORMAT",
-        "log_format",
-        log_format,
-        "auto",
-        "`json`, `console`, or `auto` (JSON unless stderr is a terminal).",
-    ),
+    *LOGGING_SPECS,
     Spec(
         "SHUTDOWN_GRACE_SECONDS",
         "shutdown_grace_seconds",

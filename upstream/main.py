@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -12,6 +11,7 @@ from collections.abc import Sequence
 import structlog
 
 from entitlements.cli import parse_command_line
+from entitlements.errors import listen_failure
 from entitlements.logs import configure_logging
 from upstream.catalog.model import CatalogError
 from upstream.server import UpstreamServer
@@ -51,12 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except OSError as exc:
         # The API port could not be bound, typically: nothing else is fatal at start.
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
         address = f"{settings.bind_address}:{settings.port}"
-        structlog.get_logger("upstream").error(
-            "startup_failed",
-            error=f"cannot listen on {address}: {reason} (UPSTREAM_PORT, UPSTREAM_BIND_ADDRESS)",
-        )
+        failure = listen_failure("HTTP", address, exc, "UPSTREAM_PORT, UPSTREAM_BIND_ADDRESS")
+        structlog.get_logger("upstream").error("startup_failed", error=str(failure))
         return 1
     return 0
 

@@ -13,17 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from entitlements.envconfig import (
-    SettingsError as SettingsError,  # re-exported: callers catch it from here
-)
-from entitlements.envconfig import (
+    LOGGING_SPECS,
     Spec,
     int_in,
-    log_format,
-    log_level,
     non_empty,
     read_env,
     render_table,
     text,
+)
+from entitlements.envconfig import (
+    SettingsError as SettingsError,  # re-exported: callers catch it from here
 )
 from upstream.catalog import DEMO_CATALOG
 from upstream.events.keys import change_stream_key
@@ -75,14 +74,7 @@ SPECS: tuple[Spec, ...] = (
         "The key prefix of this environment in Redis, shared with the persistent cache and the "
         "sidecars. Required when `EVENTS_REDIS_URL` is set.",
     ),
-    Spec("LOG_LEVEL", "log_level", log_level, "info", "`error`, `warn`, `info` or `debug`."),
-    Spec(
-        "LOG_FORMAT",
-        "log_format",
-        log_format,
-        "auto",
-        "`json`, `console`, or `auto` (JSON unless stderr is a terminal).",
-    ),
+    *LOGGING_SPECS,
 )
 
 
