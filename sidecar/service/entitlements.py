@@ -78,6 +78,15 @@ class CacheEntry:
     retry_at: float = 0.0
 
 
+def _view_feature(name: str) -> str | None:
+    """The feature (or currency) a memoized answer is about; None for a list of them all.
+
+    Single-feature answers are named ``method\0feature_id\0...`` by the API layer.
+    """
+    parts = name.split("\x00", 2)
+    return parts[1] if len(parts) > 1 else None
+
+
 def _expiry(snapshot: CustomerSnapshot) -> float | None:
     instants = [e.valid_until for e in snapshot.state.features.values() if e.valid_until]
     instants += [c.valid_until for c in snapshot.state.credits.values() if c.valid_until]
@@ -363,7 +372,9 @@ class EntitlementService:
         if ack.credit is not None:
             snapshot = snapshot.with_credit_usage(ack.credit.currency_id, ack.credit.record)
         if snapshot is not held.snapshot:
-            self._put(key, snapshot)
+            touched = {ack.feature_id} if ack.usage is not None else set()
+            currency = ack.credit.currency_id if ack.credit is not None else None
+            self._put_usage(key, held, snapshot, touched, currency)
 
     async def report_events(self, events: Sequence[RawEvent]) -> None:
         if self._source is None:
@@ -435,7 +446,47 @@ class EntitlementService:
         else:
             return
         if snapshot is not held.snapshot:
-            self._put(key, snapshot)
+            touched = {change.feature_id} if change.feature_id is not None else set()
+            self._put_usage(key, held, snapshot, touched, change.currency_id)
+
+    def _put_usage(
+        self,
+        key: Key,
+        held: CacheEntry,
+        snapshot: CustomerSnapshot,
+        features: set[str],
+        currency_id: str | None,
+    ) -> None:
+        """Cache ``snapshot``, ``held`` with new usage for ``features`` (and the wallet of
+        ``currency_id``), keeping the memoized answers the change cannot have altered.
+
+        Usage reports replace the snapshot all the time; dropping every answer with it would
+        leave the customer's other features to be evaluated again on every read. A feature's
+        answer depends on its own usage, and a credit-backed one on its wallet; the entitlement
+        lists depend on everything.
+        """
+        if currency_id is not None:
+            state = held.snapshot.state
+            features = features | {
+                feature_id
+                for feature_id, entitlement in state.features.items()
+                if entitlement.credit_rate is not None
+                and entitlement.credit_rate.currency_id == currency_id
+            }
+            features.add(currency_id)
+        self._put(key, snapshot)
+        entry = self._cache.peek(key)
+        if entry is None or not held.views:
+            return
+        kept = {}
+        for name, view in held.views.items():
+            about = _view_feature(name)
+            if about is not None and about not in features:
+                kept[name] = view
+        if kept:
+            entry.views.update(kept)
+            charged = entry.size + sum(len(view[1]) + len(n) for n, view in entry.views.items())
+            self._cache.put(key, entry, charged)
 
     async def watch(self) -> None:
         """Apply the source's change stream until cancelled, reconnecting on errors."""

@@ -8,7 +8,7 @@ from sidecar.cache.hot_cache import HotCache
 from sidecar.evaluation.rules import stable_until
 from sidecar.observability import Metrics
 from sidecar.service.entitlements import MAX_VIEWS, CacheEntry, EntitlementService
-from sidecar.source.base import Resync, SnapshotChanged
+from sidecar.source.base import Resync, SnapshotChanged, UsageChanged
 from sidecar.source.memory import InMemorySource
 from tests.builders import NOW, boolean, demo_snapshot, metered, snapshot, usage
 
@@ -103,3 +103,45 @@ async def test_the_horizon_is_computed_once_per_snapshot_and_period() -> None:
     assert following is not None and following > later
     assert entry.horizon == (following.timestamp(), following)
     assert following == stable_until(snap, later)
+
+
+async def test_a_usage_change_keeps_the_answers_it_cannot_alter() -> None:
+    cache: HotCache[CacheEntry] = HotCache(2**24)
+    source = InMemorySource()
+    service = EntitlementService(source=source, cache=cache, metrics=Metrics())
+    service.apply(Resync())  # the change stream is live: entries are trusted
+    source.put(demo_snapshot("c"))
+    snap = await service.snapshot("c", None)
+    assert snap is not None
+    fresh = cache.peek(("c", None))
+    assert fresh is not None
+    # What the cache charges per entry on top of the snapshot and its views (the key).
+    overhead = cache.bytes_used - fresh.size
+    names = {
+        "list": "GetEntitlements",
+        "api-calls": "GetMeteredEntitlement\x00api-calls\x000",
+        "seats": "GetNumericEntitlement\x00seats\x000",
+        "ai-tokens": "GetMeteredEntitlement\x00ai-tokens\x000",
+        "ai-credits": "GetEntitlementV2\x00ai-credits\x000",
+    }
+    for label, name in names.items():
+        service.remember_view(snap, name, label.encode(), None, meta=label)
+
+    def held() -> set[str]:
+        current = cache.peek(("c", None))
+        assert current is not None
+        return {
+            label
+            for label, name in names.items()
+            if service.view(current.snapshot, name) == label.encode()
+        }
+
+    service.apply(UsageChanged("c", None, "api-calls", None, usage(8)))
+    assert held() == {"seats", "ai-tokens", "ai-credits"}
+    # A wallet change alters the currency's answer and every feature burning it.
+    service.apply(UsageChanged("c", None, None, "ai-credits", usage(30)))
+    assert held() == {"seats"}
+    entry = cache.peek(("c", None))
+    assert entry is not None
+    views_bytes = sum(len(v[1]) + len(n) for n, v in entry.views.items())
+    assert cache.bytes_used == entry.size + views_bytes + overhead
