@@ -258,9 +258,14 @@ class EntitlementService:
     def _put(self, key: Key, snapshot: CustomerSnapshot, *, epoch: int | None = None) -> None:
         """Cache ``snapshot``; ``epoch`` None: a derived state (a usage update), as trusted as
         what it was derived from."""
-        size = deep_size(snapshot)
-        entry = CacheEntry(snapshot, _expiry(snapshot), size)
         held = self._cache.peek(key)
+        if epoch is None and held is not None:
+            # A usage update swaps one record for another of the same shape: the size held is
+            # still right, and walking the whole state again would cost more than the update.
+            size = held.size
+        else:
+            size = deep_size(snapshot)
+        entry = CacheEntry(snapshot, _expiry(snapshot), size)
         if epoch is None:
             if held is not None:
                 entry.epoch, entry.confirmed_at = held.epoch, held.confirmed_at
