@@ -15,6 +15,7 @@ from pathlib import Path
 from entitlements.envconfig import (
     LOGGING_SPECS,
     Spec,
+    boolean,
     int_in,
     non_empty,
     read_env,
@@ -74,6 +75,15 @@ SPECS: tuple[Spec, ...] = (
         "The key prefix of this environment in Redis, shared with the persistent cache and the "
         "sidecars. Required when `EVENTS_REDIS_URL` is set.",
     ),
+    Spec(
+        "TEST_CLOCK_ENABLED",
+        "test_clock_enabled",
+        boolean,
+        "0",
+        "**Test environments only.** Serve the test clock (`/v1/test-clock`): anyone with the "
+        "API key can then move upstream's time forward, ending trials, periods, grants and "
+        "promotions early for every customer. Off: those endpoints answer 404.",
+    ),
     *LOGGING_SPECS,
 )
 
@@ -87,6 +97,7 @@ class UpstreamSettings:
     catalog_path: Path = DEMO_CATALOG
     events_redis_url: str | None = None
     environment_prefix: str = ""
+    test_clock_enabled: bool = False
     log_level: str = "info"
     log_format: str = "auto"
 

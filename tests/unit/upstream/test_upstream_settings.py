@@ -23,6 +23,7 @@ def test_defaults() -> None:
     assert settings.catalog_path == DEMO_CATALOG
     assert settings.events_redis_url is None
     assert settings.environment_prefix == ""
+    assert settings.test_clock_enabled is False
 
 
 def test_every_variable_is_read(tmp_path: Path) -> None:
@@ -37,6 +38,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
             "CATALOG_PATH": str(catalog),
             "EVENTS_REDIS_URL": "redis://r:6379",
             "REDIS_ENVIRONMENT_PREFIX": "prod",
+            "TEST_CLOCK_ENABLED": "1",
             "LOG_LEVEL": "WARNING",
             "LOG_FORMAT": "json",
         }
@@ -49,6 +51,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         catalog_path=catalog,
         events_redis_url="redis://r:6379",
         environment_prefix="prod",
+        test_clock_enabled=True,
         log_level="warn",
         log_format="json",
     )
@@ -64,11 +67,13 @@ def test_every_problem_reported_together(tmp_path: Path) -> None:
                 "LOG_LEVEL": "loud",
                 "LOG_FORMAT": "xml",
                 "EVENTS_REDIS_URL": "redis://r:6379",
+                "TEST_CLOCK_ENABLED": "maybe",
             }
         )
     assert [p.split(":")[0] for p in err.value.problems] == [
         "UPSTREAM_PORT",
         "CATALOG_PATH",
+        "TEST_CLOCK_ENABLED",
         "LOG_LEVEL",
         "LOG_FORMAT",
         "SERVER_API_KEY",
@@ -90,6 +95,18 @@ def test_the_prefix_means_the_same_as_elsewhere() -> None:
     with pytest.raises(SettingsError) as err:
         UpstreamSettings.from_env({"SERVER_API_KEY": "k", "EVENTS_REDIS_URL": "redis://r"})
     assert err.value.problems[0].startswith("REDIS_ENVIRONMENT_PREFIX: is required")
+
+
+def test_the_test_clock_is_off_unless_asked_for_and_documented_as_test_only() -> None:
+    for raw in ("", "0", "false", "off"):
+        env = {"SERVER_API_KEY": "k", "TEST_CLOCK_ENABLED": raw}
+        assert UpstreamSettings.from_env(env).test_clock_enabled is False
+    for raw in ("1", "true", "on"):
+        env = {"SERVER_API_KEY": "k", "TEST_CLOCK_ENABLED": raw}
+        assert UpstreamSettings.from_env(env).test_clock_enabled is True
+    row = next(line for line in render_env_table().splitlines() if "TEST_CLOCK_ENABLED" in line)
+    assert "| `0` |" in row
+    assert "Test environments only" in row
 
 
 def test_docs_configuration_table_is_current() -> None:
