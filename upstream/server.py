@@ -17,9 +17,10 @@ from upstream.catalog.loader import load_catalog
 from upstream.events.hub import Hub
 from upstream.events.publishers import HubPublisher, RedisStreamPublisher
 from upstream.events.relay import Publisher, Relay
-from upstream.service import Upstream
+from upstream.service import Upstream, utcnow
 from upstream.settings import UpstreamSettings
 from upstream.store.sqlite import Store
+from upstream.testclock import TestClock
 
 log = structlog.get_logger("upstream")
 
@@ -45,8 +46,13 @@ class UpstreamServer:
             self._redis = use_hiredis_packing(aioredis.Redis.from_url(settings.events_redis_url))
             publishers.append(RedisStreamPublisher(self._redis, settings.stream_key))
         self.relay = Relay(self.store, publishers)
+        # Test environments only: one clock for the API, every operation and the scheduler.
+        self.test_clock = TestClock() if settings.test_clock_enabled else None
         self.upstream = Upstream(
-            self.store, load_catalog(settings.catalog_path), on_commit=self.relay.notify
+            self.store,
+            load_catalog(settings.catalog_path),
+            on_commit=self.relay.notify,
+            clock=self.test_clock.now if self.test_clock is not None else utcnow,
         )
         self.app = build_app(
             self.upstream,
@@ -54,6 +60,7 @@ class UpstreamServer:
             api_key_value=settings.api_key,
             catalog_path=settings.catalog_path,
             ping_seconds=ping_seconds,
+            test_clock=self.test_clock,
         )
         self._runner = web.AppRunner(self.app, access_log=None)
         self._scheduler: asyncio.Task[None] | None = None
@@ -77,7 +84,15 @@ class UpstreamServer:
             catalog=str(self.settings.catalog_path),
             # Where changes go besides the HTTP feed and push channel (None: nowhere else).
             change_stream=self.settings.stream_key if self.settings.events_redis_url else None,
+            # On: anyone with the API key can move this upstream's time (test environments only).
+            test_clock="on" if self.test_clock is not None else "off",
         )
+        if self.test_clock is not None:
+            log.warning(
+                "test_clock_enabled",
+                message="TEST_CLOCK_ENABLED=1: POST /v1/test-clock/advance moves this upstream's "
+                "time forward; for test environments only",
+            )
 
     async def _schedule(self) -> None:
         """Apply trial ends, expiries and period ends when their time comes."""

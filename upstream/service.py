@@ -387,6 +387,24 @@ class Upstream:
                 refreshed += len(self.publisher.refresh(tx, customer_id, None, now))
         return refreshed
 
+    def process_all_due(self, max_passes: int = 10_000) -> int:
+        """Process everything due as of now, in as many passes as that takes.
+
+        :meth:`process_due` handles a bounded batch per transaction; after a jump of the clock
+        (the test clock) many states can be due at once. Returns how many states changed, that is
+        how many change events were written. Stops after ``max_passes`` batches in any case.
+        """
+        with self.store.transaction() as tx:
+            before = tx.head_seq()
+        for _ in range(max_passes):
+            if not self.process_due():
+                break
+            due = self.next_due()
+            if due is None or due > self.clock():
+                break
+        with self.store.transaction() as tx:
+            return tx.head_seq() - before
+
     def next_due(self) -> datetime | None:
         with self.store.transaction() as tx:
             return tx.next_due()

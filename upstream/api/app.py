@@ -11,7 +11,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from entitlements.metrics import service_registry
-from upstream.api import changes, routes
+from upstream.api import changes, clock, routes
 from upstream.api.openapi import OPENAPI
 from upstream.catalog.loader import load_catalog
 from upstream.catalog.model import CatalogError
@@ -19,6 +19,7 @@ from upstream.errors import Invalid, Unauthorized, UpstreamError
 from upstream.events.hub import Hub
 from upstream.metering import Metering
 from upstream.service import Upstream
+from upstream.testclock import TestClock
 
 log = structlog.get_logger("upstream.api")
 
@@ -110,7 +111,12 @@ def build_app(
     catalog_path: Path,
     registry: CollectorRegistry | None = None,
     ping_seconds: float = 15.0,
+    test_clock: TestClock | None = None,
 ) -> web.Application:
+    """The API; ``test_clock`` (only with ``TEST_CLOCK_ENABLED``) switches /v1/test-clock on.
+
+    Upstream must then read its time from that clock (``Upstream(clock=test_clock.now)``).
+    """
     app = web.Application(middlewares=[errors, api_key], client_max_size=MAX_BODY_BYTES)
     app[routes.UPSTREAM] = upstream
     app[routes.METERING] = Metering(upstream)
@@ -118,6 +124,7 @@ def build_app(
     app[changes.PING_SECONDS] = ping_seconds
     app[API_KEY] = api_key_value
     app[CATALOG_PATH] = catalog_path
+    app[clock.TEST_CLOCK] = test_clock
     app[REGISTRY] = registry or service_registry()
     app[REQUESTS] = Counter(
         "upstream_http_requests",
@@ -150,4 +157,6 @@ def build_app(
     r.add_get("/v1/changes/stream", changes.stream)
     r.add_get("/v1/snapshot", changes.snapshot)
     r.add_post("/v1/catalog/reload", reload_catalog)
+    r.add_get("/v1/test-clock", clock.get_clock)
+    r.add_post("/v1/test-clock/advance", clock.advance_clock)
     return app

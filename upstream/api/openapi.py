@@ -17,6 +17,7 @@ from typing import Any
 
 from upstream.api.body import MAX_ID, MAX_MAGNITUDE
 from upstream.api.routes import MAX_EVENT_BATCH, MAX_USAGE_BATCH
+from upstream.testclock import MAX_OFFSET
 
 Schema = dict[str, Any]
 
@@ -256,6 +257,43 @@ LEDGER_ENTRY = _closed(
     featureId=_nullable(STRING),
     timestamp=EPOCH_MS,
 )
+
+_CLOCK_FIELDS: dict[str, Schema] = {
+    "now": {**STRING, "format": "date-time", "description": "RFC 3339, UTC"},
+    "nowMs": EPOCH_MS,
+    "offsetSeconds": {**NUMBER, "minimum": 0, "description": "how far ahead of real time"},
+}
+TEST_CLOCK = _closed(**_CLOCK_FIELDS)
+TEST_CLOCK_ADVANCED = _closed(
+    **_CLOCK_FIELDS,
+    statesChanged={**INTEGER, "minimum": 0, "description": "change events written"},
+)
+_MAX_ADVANCE_SECONDS = MAX_OFFSET.total_seconds()
+# Exactly one of seconds or to (the handler refuses both, and neither).
+TEST_CLOCK_ADVANCE: Schema = {
+    "type": "object",
+    "properties": {
+        "seconds": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": _MAX_ADVANCE_SECONDS,
+            "description": "move forward by this many seconds (0: just apply what is due)",
+        },
+        "to": {
+            **TIMESTAMP,
+            "description": "move forward to this instant: RFC 3339 with a time zone, or epoch"
+            " milliseconds; not before the clock's current time",
+        },
+    },
+    "oneOf": [
+        {"required": ["seconds"], "not": {"required": ["to"]}},
+        {"required": ["to"], "not": {"required": ["seconds"]}},
+    ],
+    "description": (
+        "Exactly one of seconds or to. The clock runs at most"
+        f" {MAX_OFFSET.days} days ahead of real time."
+    ),
+}
 
 RESET_PERIOD = _enum("HOUR", "DAY", "WEEK", "MONTH", "YEAR")
 DENIAL_REASON = _enum(
@@ -835,6 +873,31 @@ _PATHS: dict[str, dict[str, Schema]] = {
             tag="operations",
         ),
     },
+    "/v1/test-clock": {
+        "get": _op(
+            "getTestClock",
+            "Upstream's time on the test clock (404 unless TEST_CLOCK_ENABLED=1)",
+            _responses(200, "The test clock", _ref("TestClock"), 404),
+            tag="operations",
+        ),
+    },
+    "/v1/test-clock/advance": {
+        "post": _op(
+            "advanceTestClock",
+            "Move upstream's time forward, then apply and publish everything that became due"
+            " (404 unless TEST_CLOCK_ENABLED=1)",
+            _responses(
+                200,
+                "Advanced; every change due at the new time is committed",
+                _ref("TestClockAdvanced"),
+                400,
+                404,
+                413,
+            ),
+            tag="operations",
+            body=_body("TestClockAdvance"),
+        ),
+    },
 }
 
 
@@ -875,7 +938,10 @@ OPENAPI: dict[str, Any] = {
                 "Invalid request (INVALID_ARGUMENT, UNKNOWN_PLAN, UNKNOWN_ADDON, INVALID_CATALOG)"
             ),
             "Unauthorized": _error_response("Missing or wrong X-API-KEY (UNAUTHENTICATED)"),
-            "NotFound": _error_response("A referenced resource does not exist (NOT_FOUND)"),
+            "NotFound": _error_response(
+                "A referenced resource does not exist (NOT_FOUND), or the test clock is off"
+                " (TEST_CLOCK_DISABLED)"
+            ),
             "Conflict": _error_response("The id is taken (CONFLICT)"),
             "PayloadTooLarge": _error_response(
                 f"Body larger than {MAX_BODY_BYTES} bytes (REQUEST_ENTITY_TOO_LARGE)"
@@ -908,6 +974,9 @@ OPENAPI: dict[str, Any] = {
             "UsageReport": USAGE_REPORT,
             "Event": EVENT,
             "EventBatch": EVENT_BATCH,
+            "TestClock": TEST_CLOCK,
+            "TestClockAdvanced": TEST_CLOCK_ADVANCED,
+            "TestClockAdvance": TEST_CLOCK_ADVANCE,
         },
     },
 }

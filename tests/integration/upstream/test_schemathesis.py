@@ -19,6 +19,7 @@ overflow and encoding inputs that once produced 5xx are now refused with 400
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
@@ -110,8 +111,9 @@ def _in_loop(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T
     return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout=60)
 
 
-async def _start(directory: Path) -> UpstreamServer:
-    server = UpstreamServer(upstream_settings(directory))
+async def _start(directory: Path, *, test_clock: bool = False) -> UpstreamServer:
+    settings = dataclasses.replace(upstream_settings(directory), test_clock_enabled=test_clock)
+    server = UpstreamServer(settings)
     await server.start()
     return server
 
@@ -169,13 +171,12 @@ async def _seed(url: str) -> dict[str, list[str]]:
     }
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+def _live(directory: Path, *, test_clock: bool) -> Iterator[Live]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="upstream-under-test", daemon=True)
     thread.start()
     try:
-        server = _in_loop(loop, _start(tmp_path_factory.mktemp("schemathesis")))
+        server = _in_loop(loop, _start(directory, test_clock=test_clock))
         try:
             url = f"http://127.0.0.1:{server.port}"
             yield Live(url, _in_loop(loop, _seed(url)))
@@ -185,6 +186,24 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=30)
         loop.close()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    yield from _live(tmp_path_factory.mktemp("schemathesis"), test_clock=False)
+
+
+@pytest.fixture(scope="module")
+def live_clock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """A second server with TEST_CLOCK_ENABLED=1 for the test-clock operations, so that the
+    time they move (up to the clock's limit) does not change what the others are fuzzed with."""
+    yield from _live(tmp_path_factory.mktemp("schemathesis-clock"), test_clock=True)
+
+
+def _server_for(path: str, request: pytest.FixtureRequest) -> Live:
+    name = "live_clock" if path.startswith("/v1/test-clock") else "live"
+    server: Live = request.getfixturevalue(name)
+    return server
 
 
 @pytest.fixture(scope="module")
@@ -227,12 +246,13 @@ def _steer(value: Any, known: dict[str, list[str]], data: st.DataObject) -> Any:
 @pytest.mark.parametrize(("method", "path", "mode", "examples"), _cases())
 def test_operation_conforms_to_the_document(
     api_schema: schemathesis.BaseSchema,
-    live: Live,
+    request: pytest.FixtureRequest,
     method: str,
     path: str,
     mode: GenerationMode,
     examples: int,
 ) -> None:
+    live = _server_for(path, request)
     operation = api_schema[path][method]
     strategy = operation.as_strategy(mode, headers=AUTH)
     checks = NEGATIVE_CHECKS if mode is GenerationMode.NEGATIVE else CHECKS
