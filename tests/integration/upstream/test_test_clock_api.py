@@ -13,10 +13,20 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 
-from tests.integration.upstream.support import API_KEY, NO_BODY, Api, upstream_settings
+from tests.integration.upstream.support import (
+    API_KEY,
+    CATALOG,
+    NO_BODY,
+    Api,
+    upstream_settings,
+)
+from upstream.catalog.loader import load_catalog
 from upstream.server import UpstreamServer
-from upstream.testclock import MAX_OFFSET
+from upstream.service import SubscriptionRequest, Upstream
+from upstream.store.sqlite import Store
+from upstream.testclock import MAX_OFFSET, TestClock
 
 DAY = 24 * 3600
 
@@ -88,6 +98,20 @@ async def test_disabled_by_default_and_refused_with_how_to_enable(
     assert "test environments only" in reply.error["message"]
     # Nothing moved: upstream still reads the wall clock.
     assert before <= upstream.upstream.clock() <= datetime.now(UTC)
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+async def test_the_ready_line_says_whether_the_test_clock_is_on(
+    tmp_path: Path, enabled: bool
+) -> None:
+    settings = dataclasses.replace(upstream_settings(tmp_path), test_clock_enabled=enabled)
+    with structlog.testing.capture_logs() as logs:
+        async with UpstreamServer(settings):
+            pass
+    ready = next(e for e in logs if e["event"] == "upstream_ready")
+    assert ready["test_clock"] == ("on" if enabled else "off")
+    warned = [e for e in logs if e["event"] == "test_clock_enabled"]
+    assert [e["log_level"] for e in warned] == (["warning"] if enabled else [])
 
 
 async def test_the_key_is_checked_before_the_setting(anonymous: aiohttp.ClientSession) -> None:
@@ -319,3 +343,27 @@ async def test_recurring_credits_are_issued_for_the_new_period(capi: Api) -> Non
     balance = await capi.ok("GET", "/v1/customers/acme/credits/ai-credits")
     # Last month's grant expired with its period; this month's is whole.
     assert balance["remaining"] == 10000
+
+
+# ---------------------------------------------- more due than one batch holds
+
+
+def test_an_advance_applies_every_due_state_not_just_one_batch(tmp_path: Path) -> None:
+    """process_due takes a bounded batch (500 states); an advance must apply them all."""
+    start = datetime(2025, 1, 6, 12, 0, tzinfo=UTC)
+    test_clock = TestClock(lambda: start)
+    store = Store(str(tmp_path / "batch.db"))
+    try:
+        up = Upstream(store, load_catalog(CATALOG), clock=test_clock.now)
+        customers = 620
+        for i in range(customers):
+            up.provision_customer(
+                f"c{i}", subscription=SubscriptionRequest(f"c{i}", "free", skip_trial=True)
+            )
+        test_clock.advance(3600)  # the calendar-anchored hourly email reset of every customer
+        assert up.process_all_due() == customers
+        due = up.next_due()
+        assert due is not None and due > test_clock.now()
+        assert up.process_all_due() == 0
+    finally:
+        store.close()
