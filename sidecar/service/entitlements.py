@@ -259,12 +259,9 @@ class EntitlementService:
         """Cache ``snapshot``; ``epoch`` None: a derived state (a usage update), as trusted as
         what it was derived from."""
         held = self._cache.peek(key)
-        if epoch is None and held is not None:
-            # A usage update swaps one record for another of the same shape: the size held is
-            # still right, and walking the whole state again would cost more than the update.
-            size = held.size
-        else:
-            size = deep_size(snapshot)
+        # A usage update swaps one record for another of the same shape: the size held is still
+        # right, and walking the whole state again would cost more than the update itself.
+        size = held.size if epoch is None and held is not None else deep_size(snapshot)
         entry = CacheEntry(snapshot, _expiry(snapshot), size)
         if epoch is None:
             if held is not None:
