@@ -6,6 +6,8 @@ because the sidecar's read path treats Redis as one more source.
 
 SidecarError
 ├── InvalidArgument      a request field is malformed (names the field)
+├── ResourceExhausted    a local bound is reached (the event spool is full): retry later
+├── SpoolUnavailable     the local event spool cannot be written (disk error)
 └── SourceError          the entitlement source failed
     ├── SourceUnavailable   transient: timeout, connection refused, 5xx
     │   └── CacheUnavailable    Redis is unreachable or timed out
@@ -31,6 +33,14 @@ class InvalidArgument(SidecarError):
         super().__init__(f"{field}: {problem}")
         self.field = field
         self.problem = problem
+
+
+class ResourceExhausted(SidecarError):
+    """A local bound is reached (the event spool holds SPOOL_MAX_BYTES); nothing was taken."""
+
+
+class SpoolUnavailable(SidecarError):
+    """The local event spool failed to write (a disk error); nothing was acknowledged."""
 
 
 class SourceError(SidecarError):

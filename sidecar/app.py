@@ -19,6 +19,7 @@ from sidecar.observability import Metrics
 from sidecar.service.entitlements import CacheEntry, EntitlementService
 from sidecar.settings import Settings
 from sidecar.source.base import EntitlementSource
+from sidecar.spool.store import EventSpool
 
 log = structlog.get_logger("sidecar")
 
@@ -38,11 +39,20 @@ class Sidecar:
         self.metrics = metrics if metrics is not None else Metrics()
         self.cache: HotCache[CacheEntry] = HotCache(settings.cache_max_bytes)
         self.metrics.watch_cache(self.cache)
+        # Offline, events are dropped (as Stigg's offline mode does): nothing to spool for.
+        self.spool = (
+            EventSpool(settings.spool_dir, settings.spool_max_bytes)
+            if settings.spool_dir and source is not None
+            else None
+        )
+        if self.spool is not None:
+            self.metrics.watch_spool(self.spool)
         self.service = EntitlementService(
             source=source,
             cache=self.cache,
             metrics=self.metrics,
             coherent=settings.push_enabled,
+            spool=self.spool,
         )
         servicer = SidecarServicer(self.service, self.metrics, settings.fallbacks)
         self.grpc = GrpcServer(
@@ -79,6 +89,8 @@ class Sidecar:
             except OSError as exc:
                 address = f"{self.settings.http_bind_address}:{self.settings.http_port}"
                 raise listen_failure("HTTP", address, exc, "HTTP_PORT, HTTP_BIND_ADDRESS") from exc
+            if self.spool is not None:
+                await self.spool.open()
             await self.grpc.start()
             self.service.start()
             synced = await self._wait_for_backend()
@@ -97,6 +109,8 @@ class Sidecar:
             backend_synced=synced,
             tiers=self.tiers(),
             upstream=None if self.service.offline else self.settings.api_url,
+            event_spool=None if self.spool is None else str(self.spool.directory),
+            spooled_events=None if self.spool is None else self.spool.events,
             cache_max_bytes=self.settings.cache_max_bytes,
         )
 
@@ -133,6 +147,8 @@ class Sidecar:
         self._ready = False
         await self.grpc.stop(self.settings.shutdown_grace_seconds)
         await self.service.aclose()
+        if self.spool is not None:
+            await self.spool.close()
         await self.http.stop()
 
     async def __aenter__(self) -> Sidecar:

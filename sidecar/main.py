@@ -91,6 +91,7 @@ def _source(settings: Settings, metrics: Metrics) -> EntitlementSource | None:
         timeout=settings.upstream_timeout_seconds,
         retries=settings.upstream_retries,
         stream=settings.push_enabled,
+        on_usage_retry=metrics.usage_retries.inc,
     )
     if not settings.redis_enabled:
         return upstream

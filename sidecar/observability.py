@@ -187,5 +187,56 @@ class Metrics:
             registry=r,
         )
 
+        self.usage_retries = Counter(
+            "sidecar_usage_retries",
+            "Usage reports sent upstream again after a transient failure (their idempotency "
+            "keys make upstream count them once).",
+            registry=r,
+        )
+        # The event spool's (SPOOL_DIR); they stay at zero without it.
+        self.spool_events = Gauge(
+            "sidecar_spool_events", "Events acknowledged and waiting for upstream.", registry=r
+        )
+        self.spool_bytes = Gauge(
+            "sidecar_spool_bytes",
+            "Bytes of events waiting (bounded by SPOOL_MAX_BYTES).",
+            registry=r,
+        )
+        self.spool_oldest_age = Gauge(
+            "sidecar_spool_oldest_age_seconds",
+            "How long the oldest waiting event has waited (0 when none).",
+            registry=r,
+        )
+        self.spool_shipped = Counter(
+            "sidecar_spool_shipped", "Spooled events upstream acknowledged.", registry=r
+        )
+        self.spool_ship_retries = Counter(
+            "sidecar_spool_ship_retries",
+            "Failed attempts to ship a batch of spooled events (kept and sent again).",
+            registry=r,
+        )
+        self.spool_rejected = Counter(
+            "sidecar_spool_rejected",
+            "Spooled events upstream refused for good (logged with their keys and dropped).",
+            registry=r,
+        )
+        self.spool_full = Counter(
+            "sidecar_spool_full",
+            "ReportEvents calls refused with RESOURCE_EXHAUSTED because the spool was full.",
+            registry=r,
+        )
+        self.spool_ship_latency = Histogram(
+            "sidecar_spool_ship_duration_seconds",
+            "Time upstream took to ingest one shipped batch.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
+    def watch_spool(self, spool: Any) -> None:
+        """Report an EventSpool's depth at every scrape."""
+        self.spool_events.set_function(lambda: float(spool.events))
+        self.spool_bytes.set_function(lambda: float(spool.bytes))
+        self.spool_oldest_age.set_function(spool.oldest_age)
+
     def watch_cache(self, cache: HotCache[Any]) -> None:
         self.registry.register(_HotCacheCollector(cache))

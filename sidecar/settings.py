@@ -120,7 +120,27 @@ SPECS: tuple[Spec, ...] = (
         "upstream_retries",
         int_in(0, 10),
         "3",
-        "Extra attempts for idempotent upstream calls (fetches, events) on transient failures.",
+        "Extra attempts for upstream calls on transient failures: fetches, event batches, and "
+        "usage reports (they carry idempotency keys; never past the call's gRPC deadline).",
+    ),
+    Spec(
+        "SPOOL_DIR",
+        "spool_dir",
+        text,
+        None,
+        "Directory of the durable event spool: `ReportEvents` is acknowledged once the events "
+        "are fsync'd there and shipped upstream in the background. Default: "
+        "`/tmp/entitlement-sidecar-spool-<PORT>` (`/tmp` is writable under a read-only root; "
+        "mount a volume there to keep events across pod restarts). One sidecar per directory. "
+        "Empty: no spool, events are forwarded synchronously.",
+    ),
+    Spec(
+        "SPOOL_MAX_BYTES",
+        "spool_max_bytes",
+        int_in(1024, 2**50),
+        "268435456",
+        "Bound of the event spool in bytes; when full, `ReportEvents` answers "
+        "`RESOURCE_EXHAUSTED` and takes nothing.",
     ),
     Spec(
         "ENTITLEMENTS_FALLBACK",
@@ -218,6 +238,9 @@ class Settings:
     push_enabled: bool = True
     upstream_timeout_seconds: float = 10.0
     upstream_retries: int = 3
+    # Empty: no spool (events are forwarded synchronously). from_env fills the default in.
+    spool_dir: str = ""
+    spool_max_bytes: int = 256 * 2**20
     fallbacks: Mapping[str, FallbackValues] = field(default_factory=dict)
     cache_max_bytes: int = 256 * 2**20
     log_level: str = "info"
@@ -253,6 +276,10 @@ class Settings:
             raise SettingsError(problems)
         if "cache_max_bytes" not in values:
             values["cache_max_bytes"] = default_cache_max_bytes()
+        if "spool_dir" not in values:
+            # Keyed by port: two sidecars on one host cannot share a port, so they never share
+            # a spool, and a restarted one (same port) finds what its predecessor left.
+            values["spool_dir"] = f"/tmp/entitlement-sidecar-spool-{values.get('port', 80)}"
         return cls(**values)
 
 

@@ -88,6 +88,7 @@ def usage_report(message: pb.ReportUsageRequest) -> UsageReport:
         behavior=behavior,
         dimensions=_dimensions(message.dimensions),
         timestamp=from_timestamp(message.timestamp) if message.HasField("timestamp") else None,
+        idempotency_key=message.idempotency_key or None,
     )
 
 

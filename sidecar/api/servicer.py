@@ -19,7 +19,14 @@ import structlog
 from google.protobuf.empty_pb2 import Empty
 from google.protobuf.message import Message
 
-from entitlements.errors import InvalidArgument, SidecarError, SourceRejected, SourceUnavailable
+from entitlements.errors import (
+    InvalidArgument,
+    ResourceExhausted,
+    SidecarError,
+    SourceRejected,
+    SourceUnavailable,
+    SpoolUnavailable,
+)
 from entitlements.model.state import CustomerSnapshot, DenialReason
 from sidecar.api import convert, validation
 from sidecar.api.validation import MalformedBody
@@ -53,8 +60,10 @@ def status_for(exc: SidecarError) -> grpc.StatusCode:
         return grpc.StatusCode.INVALID_ARGUMENT
     if isinstance(exc, SourceRejected):
         return grpc.StatusCode.FAILED_PRECONDITION
-    if isinstance(exc, SourceUnavailable):
+    if isinstance(exc, SourceUnavailable | SpoolUnavailable):
         return grpc.StatusCode.UNAVAILABLE
+    if isinstance(exc, ResourceExhausted):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
     return grpc.StatusCode.INTERNAL
 
 
@@ -110,6 +119,12 @@ METHODS = (
     "GetEntitlementV2",
     "GetEntitlementsStateV2",
 )
+
+
+def _deadline(context: Any) -> float | None:
+    """The caller's deadline on the monotonic clock, or None when it set none."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
 
 
 def _opt(message: Any, name: str) -> Any:
@@ -416,13 +431,16 @@ class SidecarServicer:
         is_set = request.update_behavior == pb.USAGE_UPDATE_BEHAVIOR_SET
         validation.usage_value(request.value, is_set, f"{prefix}value")
         validation.timestamp(request, f"{prefix}timestamp")
+        validation.optional_id(_opt(request, "idempotency_key"), f"{prefix}idempotency_key")
         return convert.usage_report(request)
 
     @rpc("ReportUsage")
     async def ReportUsage(
         self, request: pb.ReportUsageRequest, context: Any
     ) -> pb.ReportUsageResponse:
-        acks = await self._service.report_usage([self._usage(request, "")])
+        acks = await self._service.report_usage(
+            [self._usage(request, "")], deadline=_deadline(context)
+        )
         return convert.usage_response(acks[0])
 
     @rpc("ReportUsageBulk")
@@ -431,7 +449,11 @@ class SidecarServicer:
     ) -> pb.ReportUsageBulkResponse:
         validation.batch_size(len(request.usages), validation.MAX_USAGE_BATCH, "usages")
         reports = [self._usage(u, f"usages[{i}].") for i, u in enumerate(request.usages)]
-        acks = await self._service.report_usage(reports) if reports else []
+        acks = (
+            await self._service.report_usage(reports, deadline=_deadline(context))
+            if reports
+            else []
+        )
         return pb.ReportUsageBulkResponse(usages=[convert.usage_response(a) for a in acks])
 
     @rpc("ReportEvents")

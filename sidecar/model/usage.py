@@ -26,6 +26,9 @@ class UsageReport:
     behavior: UpdateBehavior = UpdateBehavior.DELTA
     dimensions: Mapping[str, DimensionValue] = field(default_factory=dict)
     timestamp: datetime | None = None
+    # Upstream counts a report once per key: a retry with the same key is answered with the
+    # first acknowledgement. Set by the caller, or by the service before it forwards.
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1585,12 +1585,18 @@ class ReportUsageRequest(_message.Message):
     UPDATE_BEHAVIOR_FIELD_NUMBER: _builtins.int
     DIMENSIONS_FIELD_NUMBER: _builtins.int
     TIMESTAMP_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     resource_id: _builtins.str
     feature_id: _builtins.str
     value: _builtins.float
     update_behavior: Global___UsageUpdateBehavior.ValueType
     """Absent means DELTA."""
+    idempotency_key: _builtins.str
+    """Extension (not in stigg-sidecar-sdk 8.1.0): the caller's key for this report. A retry
+    with the same key is counted once and answered with the first acknowledgement. Absent:
+    the sidecar generates one per call, so its own retries are still counted once.
+    """
     @_builtins.property
     def dimensions(self) -> _containers.MessageMap[_builtins.str, Global___EventDimensionValue]: ...
     @_builtins.property
@@ -1605,17 +1611,22 @@ class ReportUsageRequest(_message.Message):
         update_behavior: Global___UsageUpdateBehavior.ValueType | None = ...,
         dimensions: _abc.Mapping[_builtins.str, Global___EventDimensionValue] | None = ...,
         timestamp: _timestamp_pb2.Timestamp | None = ...,
+        idempotency_key: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_resource_id", b"_resource_id", "_timestamp", b"_timestamp", "_update_behavior", b"_update_behavior", "resource_id", b"resource_id", "timestamp", b"timestamp", "update_behavior", b"update_behavior"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_idempotency_key", b"_idempotency_key", "_resource_id", b"_resource_id", "_timestamp", b"_timestamp", "_update_behavior", b"_update_behavior", "idempotency_key", b"idempotency_key", "resource_id", b"resource_id", "timestamp", b"timestamp", "update_behavior", b"update_behavior"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_resource_id", b"_resource_id", "_timestamp", b"_timestamp", "_update_behavior", b"_update_behavior", "customer_id", b"customer_id", "dimensions", b"dimensions", "feature_id", b"feature_id", "resource_id", b"resource_id", "timestamp", b"timestamp", "update_behavior", b"update_behavior", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_idempotency_key", b"_idempotency_key", "_resource_id", b"_resource_id", "_timestamp", b"_timestamp", "_update_behavior", b"_update_behavior", "customer_id", b"customer_id", "dimensions", b"dimensions", "feature_id", b"feature_id", "idempotency_key", b"idempotency_key", "resource_id", b"resource_id", "timestamp", b"timestamp", "update_behavior", b"update_behavior", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__idempotency_key: _TypeAlias = _typing.Literal["idempotency_key"]  # noqa: Y015
+    _WhichOneofArgType__idempotency_key: _TypeAlias = _typing.Literal["_idempotency_key", b"_idempotency_key"]  # noqa: Y015
     _WhichOneofReturnType__resource_id: _TypeAlias = _typing.Literal["resource_id"]  # noqa: Y015
     _WhichOneofArgType__resource_id: _TypeAlias = _typing.Literal["_resource_id", b"_resource_id"]  # noqa: Y015
     _WhichOneofReturnType__timestamp: _TypeAlias = _typing.Literal["timestamp"]  # noqa: Y015
     _WhichOneofArgType__timestamp: _TypeAlias = _typing.Literal["_timestamp", b"_timestamp"]  # noqa: Y015
     _WhichOneofReturnType__update_behavior: _TypeAlias = _typing.Literal["update_behavior"]  # noqa: Y015
     _WhichOneofArgType__update_behavior: _TypeAlias = _typing.Literal["_update_behavior", b"_update_behavior"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__idempotency_key) -> _WhichOneofReturnType__idempotency_key | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__resource_id) -> _WhichOneofReturnType__resource_id | None: ...
     @_typing.overload

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import structlog
 
-from entitlements.errors import InvalidApiKey, SourceError, SourceRejected
+from entitlements.errors import InvalidApiKey, ResourceExhausted, SourceError, SourceRejected
 from entitlements.model.state import CUSTOMER_LEVEL_REASONS, CustomerSnapshot, DenialReason
 from entitlements.tasks import cancel_and_wait
 from sidecar.cache.hot_cache import HotCache, Key
@@ -34,6 +35,8 @@ from sidecar.source.base import (
     SnapshotChanged,
     UsageChanged,
 )
+from sidecar.spool.shipper import Shipper
+from sidecar.spool.store import EventSpool
 
 log = structlog.get_logger("sidecar.service")
 
@@ -50,6 +53,12 @@ REVALIDATE_INTERVAL_SECONDS = 1.0
 FAILED_REVALIDATION_BACKOFF_SECONDS = 2.0
 #: The entry floor while no change stream is live: nothing held counts as confirmed.
 NOTHING_CONFIRMED = float("inf")
+
+
+def new_idempotency_key() -> str:
+    """A key for a report the caller sent without one: unique per call, so only this call's
+    retries share it."""
+    return f"sidecar-{uuid.uuid4()}"
 
 
 def local_measurement_id() -> str:
@@ -102,9 +111,17 @@ class EntitlementService:
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
         coherent: bool = True,
+        spool: EventSpool | None = None,
     ) -> None:
         # No source means offline mode: nothing is ever fetched or forwarded.
         self._source = source
+        # With a spool, events are acknowledged once on local disk and shipped in the background.
+        self._spool = spool if source is not None else None
+        self._shipper = (
+            Shipper(spool, source.report_events, metrics)
+            if spool is not None and source is not None
+            else None
+        )
         self._cache = cache
         self._metrics = metrics
         self._clock = clock
@@ -345,14 +362,23 @@ class EntitlementService:
 
     # ----------------------------------------------------------------- writes
 
-    async def report_usage(self, reports: Sequence[UsageReport]) -> list[UsageAck]:
+    async def report_usage(
+        self, reports: Sequence[UsageReport], *, deadline: float | None = None
+    ) -> list[UsageAck]:
+        """Forward usage; ``deadline`` (monotonic) bounds the source's retries."""
         if self._source is None:
             return [
                 UsageAck(local_measurement_id(), r.customer_id, r.feature_id, r.resource_id)
                 for r in reports
             ]
+        # Every forwarded report carries a key, so upstream counts it once however often it is
+        # sent: the source may then retry a report whose answer was lost.
+        keyed = [
+            r if r.idempotency_key else replace(r, idempotency_key=new_idempotency_key())
+            for r in reports
+        ]
         try:
-            acks = await self._source.report_usage(reports)
+            acks = await self._source.report_usage(keyed, deadline=deadline)
         except SourceRejected:
             raise
         except SourceError:
@@ -380,6 +406,13 @@ class EntitlementService:
 
     async def report_events(self, events: Sequence[RawEvent]) -> None:
         if self._source is None:
+            return
+        if self._spool is not None:
+            try:
+                await self._spool.append(events)
+            except ResourceExhausted:
+                self._metrics.spool_full.inc()
+                raise
             return
         try:
             await self._source.report_events(events)
@@ -518,6 +551,8 @@ class EntitlementService:
         self._epoch += 1
 
     def _stream_live(self) -> None:
+        if self._shipper is not None:
+            self._shipper.nudge()  # upstream answers again: ship what waits without delay
         self.synced.set()
         self._metrics.backend_synced.set(1)
         self._oldest_stale_served = 0.0
@@ -527,9 +562,14 @@ class EntitlementService:
     def start(self) -> None:
         if self._source is not None and self._watcher is None:
             self._watcher = asyncio.get_running_loop().create_task(self.watch())
+        if self._shipper is not None:
+            self._shipper.start()
 
     async def aclose(self) -> None:
         if self._watcher is not None:
             await cancel_and_wait(self._watcher)
+        if self._shipper is not None:
+            # What is still spooled stays on disk for the next start.
+            await self._shipper.aclose()
         if self._source is not None:
             await self._source.aclose()

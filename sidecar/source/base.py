@@ -78,8 +78,12 @@ class EntitlementSource(Protocol):
         raises like fetch."""
         ...
 
-    async def report_usage(self, reports: Sequence[UsageReport]) -> list[UsageAck]:
-        """Forward usage; acknowledgements come back in request order."""
+    async def report_usage(
+        self, reports: Sequence[UsageReport], *, deadline: float | None = None
+    ) -> list[UsageAck]:
+        """Forward usage; acknowledgements come back in request order. Reports that carry an
+        idempotency key may be retried on transient failures until ``deadline`` (monotonic
+        clock; None: the source's own retry budget)."""
         ...
 
     async def report_events(self, events: Sequence[RawEvent]) -> None: ...

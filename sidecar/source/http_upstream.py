@@ -10,12 +10,14 @@ Retries differ per call because their safety differs:
 
 * ``fetch`` is a read, and ``report_events`` carries idempotency keys, so both
   are retried on any transport failure and on 429/502/503/504.
-* ``report_usage`` is not idempotent (the report has no key upstream could
-  deduplicate on), and a DELTA applied twice double-counts. It is retried only
-  when the request provably never left this process: the connection was refused
-  or could not be established in time. A read timeout, a reset or any status
-  (5xx and 429 included) may come after upstream applied the report, so those
-  surface as SourceUnavailable and the caller decides.
+* ``report_usage`` with an idempotency key on every report (the service adds one
+  when the caller did not) is safe to send again: upstream counts a key once and
+  answers a repeat with the first acknowledgement. It is retried on any transport
+  failure (a read timeout or a reset may come after upstream applied it) and on
+  429 and every 5xx, within the caller's deadline.
+* ``report_usage`` without keys is not idempotent: a DELTA applied twice
+  double-counts. It is retried only when the request provably never left this
+  process (the connection was refused or could not be established in time).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import asyncio
 import json
 import math
 import random
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -80,6 +83,10 @@ STREAM_READ_TIMEOUT = 45.0
 # indistinguishable from a lost reply, and usage reports cannot be retried then.
 _KEEPALIVE_SECONDS = 4.0
 _POOL_SIZE = 100
+# Left of the caller's deadline for our answer to reach it, and the shortest attempt worth
+# starting: a call that cannot finish before the deadline only adds load.
+_DEADLINE_MARGIN = 0.05
+_MIN_ATTEMPT_SECONDS = 0.05
 
 
 class _RetryableFailure(Exception):
@@ -108,8 +115,10 @@ class HttpUpstreamSource:
         stream: bool = True,
         stream_read_timeout: float = STREAM_READ_TIMEOUT,
         session: aiohttp.ClientSession | None = None,
+        on_usage_retry: Callable[[], None] | None = None,
     ) -> None:
         self._base = _parse_base_url(api_url)
+        self._on_usage_retry = on_usage_retry
         for name, value in (
             ("timeout", timeout),
             ("connect_timeout", connect_timeout),
@@ -140,6 +149,8 @@ class HttpUpstreamSource:
         self.invalid_events = 0
         #: Position of the last change (or hello) received on the stream.
         self.last_seq: int | None = None
+        #: Usage reports sent again after a transient failure (their keys make that safe).
+        self.usage_retries = 0
 
     # ------------------------------------------------------------------ reads
 
@@ -161,7 +172,9 @@ class HttpUpstreamSource:
 
     # ----------------------------------------------------------------- writes
 
-    async def report_usage(self, reports: Sequence[UsageReport]) -> list[UsageAck]:
+    async def report_usage(
+        self, reports: Sequence[UsageReport], *, deadline: float | None = None
+    ) -> list[UsageAck]:
         """Forward usage; acks come back in request order.
 
         An answer that cannot be read raises SourceUnavailable although upstream has
@@ -171,8 +184,23 @@ class HttpUpstreamSource:
         if not reports:
             return []
         body = _dumps({"usages": [_encode_usage(r) for r in reports]}, "usages")
-        payload = await self._call("POST", self._url(("v1", "usage")), body=body, idempotent=False)
+        keyed = all(r.idempotency_key for r in reports)
+        payload = await self._call(
+            "POST",
+            self._url(("v1", "usage")),
+            body=body,
+            idempotent=keyed,
+            # Upstream's 500 may be a failure after the commit; with keys a repeat is harmless.
+            retry_server_errors=keyed,
+            deadline=deadline,
+            on_retry=self._count_usage_retry,
+        )
         return _decode("report_usage", payload, lambda data: _decode_acks(data, reports))
+
+    def _count_usage_retry(self) -> None:
+        self.usage_retries += 1
+        if self._on_usage_retry is not None:
+            self._on_usage_retry()
 
     async def report_events(self, events: Sequence[RawEvent]) -> None:
         if not events:
@@ -317,22 +345,64 @@ class HttpUpstreamSource:
         )
 
     async def _call(
-        self, method: str, url: yarl.URL, *, idempotent: bool, body: bytes | None = None
+        self,
+        method: str,
+        url: yarl.URL,
+        *,
+        idempotent: bool,
+        body: bytes | None = None,
+        retry_server_errors: bool = False,
+        deadline: float | None = None,
+        on_retry: Callable[[], None] | None = None,
     ) -> bytes:
-        """One logical request's 2xx body: attempts, with backoff, while retrying is safe."""
+        """One logical request's 2xx body: attempts, with backoff, while retrying is safe.
+
+        ``deadline`` (monotonic clock) caps every attempt and every pause: no attempt is
+        started or waited for past it, so the caller gets our answer before its own deadline.
+        """
         attempt = 0
         while True:
+            limits = self._attempt_timeout(deadline)
+            if limits is None:
+                raise SourceUnavailable("upstream: no time left before the caller's deadline")
             try:
-                return await self._attempt(method, url, body)
+                return await self._attempt(method, url, body, limits, retry_server_errors)
             except _RetryableFailure as failure:
                 if attempt >= self._retries or (failure.delivered and not idempotent):
                     raise SourceUnavailable(str(failure)) from failure
                 delay = self._backoff(attempt, failure.retry_after)
+                if deadline is not None and time.monotonic() + delay >= deadline - _DEADLINE_MARGIN:
+                    raise SourceUnavailable(str(failure)) from failure
             log.debug("upstream_retry", method=method, attempt=attempt + 1, delay=delay)
+            if on_retry is not None:
+                on_retry()
             await asyncio.sleep(delay)
             attempt += 1
 
-    async def _attempt(self, method: str, url: yarl.URL, body: bytes | None) -> bytes:
+    def _attempt_timeout(self, deadline: float | None) -> aiohttp.ClientTimeout | None:
+        """This attempt's timeout: the configured one, cut to what is left before ``deadline``;
+        None when nothing useful is left."""
+        if deadline is None:
+            return self._timeout
+        left = deadline - time.monotonic() - _DEADLINE_MARGIN
+        if left <= _MIN_ATTEMPT_SECONDS:
+            return None
+        total = self._timeout.total
+        if total is not None and total <= left:
+            return self._timeout
+        connect = self._timeout.connect
+        return aiohttp.ClientTimeout(
+            total=left, connect=None if connect is None else min(connect, left)
+        )
+
+    async def _attempt(
+        self,
+        method: str,
+        url: yarl.URL,
+        body: bytes | None,
+        limits: aiohttp.ClientTimeout,
+        retry_server_errors: bool = False,
+    ) -> bytes:
         headers = dict(self._headers)
         if body is not None:
             headers["Content-Type"] = "application/json"
@@ -342,7 +412,7 @@ class HttpUpstreamSource:
                 url,
                 data=body,
                 headers=headers,
-                timeout=self._timeout,
+                timeout=limits,
                 # Redirects would replay the API key to wherever they point.
                 allow_redirects=False,
                 raise_for_status=False,
@@ -354,7 +424,7 @@ class HttpUpstreamSource:
             raise _RetryableFailure("upstream timed out", delivered=True) from exc
         except aiohttp.ClientError as exc:
             raise _RetryableFailure(f"upstream request failed: {exc!r}", delivered=True) from exc
-        _check_status(response, payload)
+        _check_status(response, payload, retry_server_errors)
         return payload
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
@@ -376,7 +446,9 @@ class HttpUpstreamSource:
 # ------------------------------------------------------------------- responses
 
 
-def _check_status(response: aiohttp.ClientResponse, payload: bytes) -> None:
+def _check_status(
+    response: aiohttp.ClientResponse, payload: bytes, retry_server_errors: bool = False
+) -> None:
     """Raise what a non-2xx status means; return quietly on success."""
     status = response.status
     if 200 <= status < 300:
@@ -384,7 +456,7 @@ def _check_status(response: aiohttp.ClientResponse, payload: bytes) -> None:
     if status in (401, 403):
         raise InvalidApiKey(f"invalid API key (upstream answered {status})")
     message = _error_message(payload) or f"{status} {response.reason or ''}".strip()
-    if status in RETRYABLE_STATUSES:
+    if status in RETRYABLE_STATUSES or (retry_server_errors and status >= 500):
         raise _RetryableFailure(
             f"upstream answered {status}: {message}",
             delivered=True,
@@ -498,6 +570,8 @@ def _encode_usage(report: UsageReport) -> dict[str, Any]:
         "updateBehavior": report.behavior.value,
     }
     _put_optional(body, report.resource_id, report.dimensions, report.timestamp)
+    if report.idempotency_key is not None:
+        body["idempotencyKey"] = report.idempotency_key
     return body
 
 

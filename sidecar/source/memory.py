@@ -33,6 +33,8 @@ class InMemorySource:
         self._version = 0
         self.fetch_count = 0
         self.events: list[RawEvent] = []
+        # Acknowledgements by (customer, idempotency key): a repeated key is answered as before.
+        self._acks: dict[tuple[str, str], UsageAck] = {}
         #: When set, every call raises it (fault injection).
         self.failure: Exception | None = None
         #: When set, fetches wait on it first (lets tests pile up concurrent misses).
@@ -79,9 +81,19 @@ class InMemorySource:
         )
         return CustomerSnapshot(EntitlementState(customer_id, resource_id, reason))
 
-    async def report_usage(self, reports: Sequence[UsageReport]) -> list[UsageAck]:
+    async def report_usage(
+        self, reports: Sequence[UsageReport], *, deadline: float | None = None
+    ) -> list[UsageAck]:
         self._check()
-        return [self._apply_usage(report) for report in reports]
+        return [self._keyed_usage(report) for report in reports]
+
+    def _keyed_usage(self, report: UsageReport) -> UsageAck:
+        if report.idempotency_key is None:
+            return self._apply_usage(report)
+        key = (report.customer_id, report.idempotency_key)
+        if key not in self._acks:
+            self._acks[key] = self._apply_usage(report)
+        return self._acks[key]
 
     def _apply_usage(self, report: UsageReport) -> UsageAck:
         key = (report.customer_id, report.resource_id)

@@ -259,8 +259,10 @@ class RedisTieredSource:
 
     # ----------------------------------------------------------------- writes
 
-    async def report_usage(self, reports: Sequence[UsageReport]) -> list[UsageAck]:
-        acks = await self._upstream.report_usage(reports)
+    async def report_usage(
+        self, reports: Sequence[UsageReport], *, deadline: float | None = None
+    ) -> list[UsageAck]:
+        acks = await self._upstream.report_usage(reports, deadline=deadline)
         await self._write_usage(acks)
         return acks
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
 
@@ -70,6 +72,40 @@ async def test_credit_backed_usage_returns_wallet(stub: Stub, customer: str) -> 
         pb.GetEntitlementV2Request(customer_id=customer, currency_id="ai-credits")
     )
     assert wallet.entitlement.credit.remaining == 50
+
+
+async def test_a_retry_with_the_callers_key_returns_the_first_answer_and_counts_once(
+    stub: Stub, customer: str
+) -> None:
+    report = pb.ReportUsageRequest(
+        customer_id=customer, feature_id="api-calls", value=2, idempotency_key="order-17"
+    )
+    first = await stub.ReportUsage(report)
+    again = await stub.ReportUsage(report)
+
+    assert again == first
+    assert (await _metered(stub, customer)).entitlement.current_usage == 9
+
+
+async def test_reports_without_a_key_get_one_per_call(
+    stub: Stub, source: InMemorySource, customer: str
+) -> None:
+    seen: list[str | None] = []
+    forward = source.report_usage
+
+    async def spy(reports: Any, *, deadline: float | None = None) -> Any:
+        seen.extend(r.idempotency_key for r in reports)
+        return await forward(reports, deadline=deadline)
+
+    source.report_usage = spy  # type: ignore[method-assign]
+    report = pb.ReportUsageRequest(customer_id=customer, feature_id="api-calls", value=1)
+    await stub.ReportUsage(report)
+    await stub.ReportUsage(report)
+    await stub.ReportUsageBulk(pb.ReportUsageBulkRequest(usages=[report, report]))
+
+    # Two calls of the same report are two reports: each call's keys are its own.
+    assert len(seen) == 4 and all(seen) and len(set(seen)) == 4
+    assert (await _metered(stub, customer)).entitlement.current_usage == 11
 
 
 async def test_bulk_keeps_order(stub: Stub, customer: str) -> None:

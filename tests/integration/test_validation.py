@@ -118,6 +118,20 @@ CASES: list[tuple[str, str, Any, str]] = [
         "value",
     ),
     (
+        "usage-long-key",
+        "ReportUsage",
+        usage(customer_id="c", feature_id="f", value=1, idempotency_key="k" * 257),
+        "idempotency_key",
+    ),
+    (
+        "bulk-item-long-key",
+        "ReportUsageBulk",
+        pb.ReportUsageBulkRequest(
+            usages=[usage(customer_id="c", feature_id="f", value=1, idempotency_key="k" * 257)]
+        ),
+        "usages[0].idempotency_key",
+    ),
+    (
         "bulk-oversized",
         "ReportUsageBulk",
         pb.ReportUsageBulkRequest(usages=[usage(customer_id="c", feature_id="f", value=1)] * 101),

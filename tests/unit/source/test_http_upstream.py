@@ -576,3 +576,70 @@ def test_it_satisfies_the_source_protocol() -> None:
     # The real check is mypy's: this assignment does not type-check otherwise.
     source: EntitlementSource = HttpUpstreamSource(api_url="http://127.0.0.1:1", api_key="k")
     assert callable(source.changes)
+
+
+# --------------------------------------------------------- report_usage with keys
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault(status=503),
+        Fault(status=500),
+        Fault(status=429),
+        Fault(drop=True),
+        Fault(hang=True),
+    ],
+    ids=["503", "500", "429", "dropped", "read-timeout"],
+)
+async def test_keyed_report_usage_is_retried_once_it_may_have_arrived(
+    fake: FakeUpstream, make_source: MakeSource, fault: Fault
+) -> None:
+    fake.fail("usage", fault)
+    source = make_source(retries=3, timeout=0.3)
+
+    [ack] = await source.report_usage([UsageReport("c", "f", 1, idempotency_key="k-1")])
+
+    # The same key both times: upstream counts it once and answers the repeat as the first.
+    assert [seen.body["usages"][0]["idempotencyKey"] for seen in fake.seen["usage"]] == [
+        "k-1",
+        "k-1",
+    ]
+    assert ack.customer_id == "c" and source.usage_retries == 1
+
+
+async def test_a_report_without_a_key_in_the_batch_keeps_the_whole_batch_unretried(
+    fake: FakeUpstream, make_source: MakeSource
+) -> None:
+    fake.fail("usage", Fault(status=503))
+    reports = [UsageReport("c", "f", 1, idempotency_key="k"), UsageReport("c", "f", 2)]
+
+    with pytest.raises(SourceUnavailable):
+        await make_source(retries=3).report_usage(reports)
+    assert len(fake.seen["usage"]) == 1
+
+
+async def test_keyed_retries_stop_at_the_callers_deadline(
+    fake: FakeUpstream, make_source: MakeSource
+) -> None:
+    fake.fail("usage", *[Fault(hang=True)] * 5)
+    # Attempts would each wait 30 s; the deadline cuts the first one short and starts no other.
+    source = make_source(retries=5, timeout=30.0)
+    deadline = time.monotonic() + 0.4
+
+    async with asyncio.timeout(10):
+        with pytest.raises(SourceUnavailable):
+            await source.report_usage(
+                [UsageReport("c", "f", 1, idempotency_key="k")], deadline=deadline
+            )
+    assert len(fake.seen["usage"]) == 1
+
+
+async def test_no_attempt_is_started_past_the_deadline(
+    fake: FakeUpstream, make_source: MakeSource
+) -> None:
+    with pytest.raises(SourceUnavailable, match="deadline"):
+        await make_source().report_usage(
+            [UsageReport("c", "f", 1, idempotency_key="k")], deadline=time.monotonic()
+        )
+    assert fake.seen["usage"] == []
