@@ -1,0 +1,160 @@
+"""Events acknowledged during an upstream outage are counted exactly once after it, on real
+processes: upstream SIGKILLed, events (with duplicates mixed in) acknowledged by a sidecar that
+is then SIGKILLed and restarted on the same SPOOL_DIR, more events, upstream restarted on the
+same database; the spool drains and upstream counted each distinct event once."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from sidecar.pb import sidecar_pb2 as pb
+from sidecar.pb import sidecar_pb2_grpc as pb_grpc
+from tests.integration.test_lifecycle_processes import Process, http_status, metric, wait_until
+from tests.redis_server import free_port
+
+pytestmark = pytest.mark.timeout(120)
+KEY = "right-key"
+BATCH = 50
+DUPLICATES_PER_BATCH = 10
+
+
+class Upstream:
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: Process | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        self.proc = Process(
+            "upstream.main",
+            {
+                "SERVER_API_KEY": KEY,
+                "UPSTREAM_PORT": str(self.port),
+                "UPSTREAM_DATABASE": str(self.tmp_path / "upstream.db"),
+            },
+            self.tmp_path / f"upstream-{self.starts}.log",
+        )
+        wait_until(lambda: http_status(self.port, "/livez") == 200, "upstream", self.proc)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+
+    def request(self, path: str, body: object | None = None) -> dict[str, object]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.url + path,
+            data=data,
+            headers={"X-API-KEY": KEY, "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer = json.loads(response.read())
+        assert isinstance(answer, dict)
+        return answer
+
+
+class SidecarProcess:
+    def __init__(self, upstream: Upstream, spool: Path, log: Path) -> None:
+        self.grpc_port, self.http_port = free_port(), free_port()
+        self.proc = Process(
+            "sidecar.main",
+            {
+                "PORT": str(self.grpc_port),
+                "HTTP_PORT": str(self.http_port),
+                "SERVER_API_KEY": KEY,
+                "API_URL": upstream.url,
+                "SPOOL_DIR": str(spool),
+                "STARTUP_WAIT_SECONDS": "0",
+                "UPSTREAM_TIMEOUT_SECONDS": "1",
+                "UPSTREAM_RETRIES": "0",
+            },
+            log,
+        )
+        wait_until(lambda: http_status(self.http_port, "/readyz") == 200, "sidecar", self.proc)
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
+        self.stub = pb_grpc.SidecarServiceStub(self.channel)
+
+    def report(self, keys: list[str]) -> None:
+        events = [
+            pb.Event(
+                event_name="api_request",
+                customer_id="acme",
+                idempotency_key=k,
+                dimensions={"billable": pb.EventDimensionValue(boolean_value=True)},
+            )
+            for k in keys
+        ]
+        self.stub.ReportEvents(pb.ReportEventsRequest(events=events), timeout=10)
+
+    def spooled(self) -> float:
+        return metric(self.http_port, "sidecar_spool_events")
+
+    def kill(self) -> None:
+        self.channel.close()
+        self.proc.kill()
+
+
+@pytest.fixture
+def upstream(tmp_path: Path) -> Iterator[Upstream]:
+    up = Upstream(tmp_path)
+    up.start()
+    up.request("/v1/customers", {"id": "acme", "subscription": {"planId": "free"}})
+    try:
+        yield up
+    finally:
+        up.kill()
+
+
+def batches(start: int, count: int, sent: list[str]) -> Iterator[list[str]]:
+    """Batches of new keys, each with some already-sent keys mixed in (the caller's retries)."""
+    for first in range(start, start + count, BATCH):
+        fresh = [f"ev-{i}" for i in range(first, min(first + BATCH, start + count))]
+        repeats = sent[-DUPLICATES_PER_BATCH:]
+        sent.extend(fresh)
+        yield fresh[: BATCH // 2] + repeats + fresh[BATCH // 2 :]
+
+
+def test_events_acknowledged_in_an_outage_across_a_sidecar_sigkill_count_once(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    sent: list[str] = []
+    acknowledged = 0
+    upstream.kill()  # the outage starts
+
+    first = SidecarProcess(upstream, spool, tmp_path / "sidecar-1.log")
+    try:
+        for batch in batches(0, 300, sent):
+            first.report(batch)  # returns only once the batch is on disk
+            acknowledged += len(batch)
+        assert first.spooled() == acknowledged
+    finally:
+        first.kill()  # SIGKILL: no drain, no goodbye
+
+    second = SidecarProcess(upstream, spool, tmp_path / "sidecar-2.log")
+    try:
+        assert second.spooled() == acknowledged  # nothing acknowledged was lost
+        for batch in batches(300, 200, sent):
+            second.report(batch)
+            acknowledged += len(batch)
+        assert second.spooled() == acknowledged
+        assert acknowledged > len(sent)  # duplicates were mixed in
+
+        upstream.start()  # the outage ends
+        wait_until(lambda: second.spooled() == 0, "the spool to drain", second.proc)
+        state = upstream.request("/v1/customers/acme/entitlements")
+        usage = state["featureUsage"]
+        assert isinstance(usage, dict)
+        assert usage["api-calls"]["currentUsage"] == len(set(sent)) == 500
+        assert metric(second.http_port, "sidecar_spool_shipped_total") == acknowledged
+    finally:
+        second.kill()
