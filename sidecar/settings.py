@@ -130,7 +130,8 @@ SPECS: tuple[Spec, ...] = (
         None,
         "Directory of the durable event spool: `ReportEvents` is acknowledged once the events "
         "are fsync'd there and shipped upstream in the background. Default: "
-        "`/tmp/entitlement-sidecar-spool-<PORT>` (`/tmp` is writable under a read-only root; "
+        "`/tmp/entitlement-sidecar-spool-<PORT>` (under `$TMPDIR` when set; `/tmp` is writable "
+        "under the image's read-only root; "
         "mount a volume there to keep events across pod restarts). One sidecar per directory. "
         "Empty: no spool, events are forwarded synchronously.",
     ),
@@ -279,7 +280,8 @@ class Settings:
         if "spool_dir" not in values:
             # Keyed by port: two sidecars on one host cannot share a port, so they never share
             # a spool, and a restarted one (same port) finds what its predecessor left.
-            values["spool_dir"] = f"/tmp/entitlement-sidecar-spool-{values.get('port', 80)}"
+            temp = env.get("TMPDIR") or "/tmp"
+            values["spool_dir"] = f"{temp.rstrip('/')}/entitlement-sidecar-spool-{values['port']}"
         return cls(**values)
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING
@@ -23,6 +26,24 @@ if TYPE_CHECKING:
     AsyncStub = pb_grpc.SidecarServiceAsyncStub
 else:
     AsyncStub = pb_grpc.SidecarServiceStub
+
+@pytest.fixture(scope="session", autouse=True)
+def _spools_in_a_private_temp_dir() -> Iterator[None]:
+    """Sidecar processes the tests start without SPOOL_DIR put their default spool under
+    $TMPDIR: a directory of this session's, removed afterwards, not /tmp. Short, so Unix
+    socket paths under it stay within their length limit."""
+    previous = os.environ.get("TMPDIR")
+    private = tempfile.mkdtemp(prefix="es-", dir="/tmp")
+    os.environ["TMPDIR"] = private
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = previous
+        shutil.rmtree(private, ignore_errors=True)
+
 
 FALLBACK_JSON = (
     '{"fb-metered": {"hasAccess": true, "usageLimit": 1000},'

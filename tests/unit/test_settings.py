@@ -70,6 +70,8 @@ def test_values_are_parsed() -> None:
         ("SHUTDOWN_GRACE_SECONDS", "nan"),
         ("SHUTDOWN_GRACE_SECONDS", "0"),
         ("MAX_MESSAGE_BYTES", "10"),
+        ("SPOOL_MAX_BYTES", "0"),
+        ("SPOOL_MAX_BYTES", "lots"),
         ("ENTITLEMENTS_FALLBACK", "[1]"),
         ("ENTITLEMENTS_FALLBACK", '{"f": {"hasAccess": "yes"}}'),
     ],
@@ -93,3 +95,14 @@ def test_readme_configuration_table_is_current() -> None:
         "README.md's configuration table is stale; paste the output of "
         "`python -c 'from sidecar.settings import render_env_table; print(render_env_table())'`"
     )
+
+
+def test_the_event_spool_defaults_to_a_directory_per_port_and_can_be_switched_off() -> None:
+    env = {"SERVER_API_KEY": "k", "PORT": "50051"}
+    assert Settings.from_env(env).spool_dir == "/tmp/entitlement-sidecar-spool-50051"
+    assert Settings.from_env({**env, "TMPDIR": "/scratch/"}).spool_dir == (
+        "/scratch/entitlement-sidecar-spool-50051"
+    )
+    assert Settings.from_env({**env, "SPOOL_DIR": ""}).spool_dir == ""
+    assert Settings.from_env({**env, "SPOOL_DIR": "/data/spool"}).spool_dir == "/data/spool"
+    assert Settings.from_env(env).spool_max_bytes == 256 * 2**20
