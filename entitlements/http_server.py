@@ -30,15 +30,21 @@ def build_app(registry: CollectorRegistry, is_ready: Callable[[], bool]) -> web.
 
 
 class HttpServer:
-    def __init__(self, app: web.Application, *, host: str, port: int) -> None:
+    def __init__(
+        self, app: web.Application, *, host: str, port: int, reuse_port: bool = False
+    ) -> None:
         self._runner = web.AppRunner(app, access_log=None)
         self._host = host
         self._port = port
+        # Several worker processes share one port (SO_REUSEPORT); the kernel spreads connections.
+        self._reuse_port = reuse_port
         self.port = port
 
     async def start(self) -> None:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
+        site = web.TCPSite(
+            self._runner, self._host, self._port, reuse_port=self._reuse_port or None
+        )
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []

@@ -59,11 +59,13 @@ class Sidecar:
             servicer,
             address=f"{settings.bind_address}:{settings.port}",
             max_message_bytes=settings.max_message_bytes,
+            reuse_port=settings.reuse_port,
         )
         self.http = HttpServer(
             build_app(self.metrics.registry, self.is_ready),
             host=settings.http_bind_address,
             port=settings.http_port,
+            reuse_port=settings.reuse_port,
         )
         self._ready = False
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -25,6 +27,7 @@ from sidecar.settings import SPECS, Settings, SettingsError
 from sidecar.source.base import EntitlementSource
 from sidecar.source.http_upstream import HttpUpstreamSource
 from sidecar.source.redis_tier import RedisTieredSource
+from sidecar.workers import supervise, worker_index, worker_spool_dir
 
 # Pooled connections idle this long are PINGed before reuse, so a connection the server or a
 # proxy dropped meanwhile is replaced before a read depends on it.
@@ -129,6 +132,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"entitlement-sidecar: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format, service="entitlement-sidecar")
+    index = worker_index(os.environ)
+    if index is None and settings.workers > 1:
+        return supervise(settings)
+    if index is not None:
+        structlog.contextvars.bind_contextvars(worker=index)
+        settings = replace(
+            settings, reuse_port=True, spool_dir=worker_spool_dir(settings.spool_dir, index)
+        )
     metrics = Metrics()
     source = _source(settings, metrics)
     try:

@@ -179,6 +179,16 @@ SPECS: tuple[Spec, ...] = (
         "however long it takes (strict readiness, for a standalone deployment).",
     ),
     Spec(
+        "WORKERS",
+        "workers",
+        int_in(1, 64),
+        "1",
+        "Worker processes serving the same ports (SO_REUSEPORT), for the standalone deployment "
+        "on more than one core. Each is a whole sidecar with its own hot cache and its own "
+        "spool (`SPOOL_DIR/worker-N`), sharing nothing but Redis and upstream; `/metrics` shows "
+        "the worker a scrape reaches. Keep 1 for a sidecar injected into an app pod.",
+    ),
+    Spec(
         "MAX_MESSAGE_BYTES",
         "max_message_bytes",
         int_in(1024, 64 * 2**20),
@@ -261,6 +271,9 @@ class Settings:
     redis_cluster: bool = False
     redis_keys_ttl_seconds: int = 604_800
     redis_timeout_ms: int = 100
+    workers: int = 1
+    # Set by the supervisor for its workers (not from the environment): they share the ports.
+    reuse_port: bool = False
 
     @property
     def redis_enabled(self) -> bool:
@@ -273,6 +286,12 @@ class Settings:
         if not values.get("offline") and not values.get("api_key"):
             problems.append("SERVER_API_KEY: is required unless OFFLINE=1")
         problems += _redis_problems(values)
+        if values.get("workers", 1) > 1:
+            problems += [
+                f"{name}: must be a fixed port with WORKERS > 1 (the workers share it)"
+                for name, attr in (("PORT", "port"), ("HTTP_PORT", "http_port"))
+                if values.get(attr) == 0
+            ]
         if problems:
             raise SettingsError(problems)
         if "cache_max_bytes" not in values:

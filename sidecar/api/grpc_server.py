@@ -58,7 +58,7 @@ def sidecar_handler(servicer: object) -> grpc.GenericRpcHandler[Any, Any]:
     return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
 
 
-def _check_bindable(host: str, port: int) -> None:
+def _check_bindable(host: str, port: int, *, reuse_port: bool = False) -> None:
     """Fail with the reason when the address cannot be bound.
 
     grpc reports a failed bind with a generic message (and C-core log lines), without the
@@ -69,6 +69,8 @@ def _check_bindable(host: str, port: int) -> None:
     try:
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             probe.bind((host, port))
     except OSError as exc:
         reason = exc.strerror or str(exc)
@@ -85,11 +87,20 @@ def _check_bindable(host: str, port: int) -> None:
 class GrpcServer:
     """Owns the server's lifecycle; health reports SERVING only after ``mark_serving``."""
 
-    def __init__(self, servicer: object, *, address: str, max_message_bytes: int) -> None:
+    def __init__(
+        self,
+        servicer: object,
+        *,
+        address: str,
+        max_message_bytes: int,
+        reuse_port: bool = False,
+    ) -> None:
         options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.so_reuseport", 0),
+            # Off unless worker processes share the port on purpose: a second sidecar started
+            # by mistake on the same port must fail, not silently take half the calls.
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
         ]
         self.server = grpc.aio.server(options=options)
         self.server.add_generic_rpc_handlers((sidecar_handler(servicer),))
@@ -100,7 +111,7 @@ class GrpcServer:
             self.server,
         )
         host, _, port = address.rpartition(":")
-        _check_bindable(host.strip("[]"), int(port))
+        _check_bindable(host.strip("[]"), int(port), reuse_port=reuse_port)
         try:
             self.port = self.server.add_insecure_port(address)
         except RuntimeError as exc:  # grpc gives no reason; the probe above usually has
