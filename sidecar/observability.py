@@ -199,7 +199,7 @@ class Metrics:
         )
         self.spool_bytes = Gauge(
             "sidecar_spool_bytes",
-            "Bytes of events waiting (bounded by SPOOL_MAX_BYTES).",
+            "Bytes waiting in the spool, events and buffered usage (bounded by SPOOL_MAX_BYTES).",
             registry=r,
         )
         self.spool_oldest_age = Gauge(
@@ -231,12 +231,52 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        # Buffered usage (USAGE_BUFFERING): its own queue in the spool, its own shipper.
+        self.usage_buffered = Counter(
+            "sidecar_usage_buffered",
+            "Usage reports acknowledged locally (spooled) because upstream was unreachable, or "
+            "because earlier reports of the customer were still spooled.",
+            registry=r,
+        )
+        self.spool_usage = Gauge(
+            "sidecar_spool_usage_reports",
+            "Usage reports acknowledged locally and waiting for upstream.",
+            registry=r,
+        )
+        self.spool_usage_oldest_age = Gauge(
+            "sidecar_spool_usage_oldest_age_seconds",
+            "How long the oldest buffered usage report has waited (0 when none).",
+            registry=r,
+        )
+        self.spool_usage_shipped = Counter(
+            "sidecar_spool_usage_shipped",
+            "Buffered usage reports upstream acknowledged.",
+            registry=r,
+        )
+        self.spool_usage_ship_retries = Counter(
+            "sidecar_spool_usage_ship_retries",
+            "Failed attempts to ship a batch of buffered usage reports (kept and sent again).",
+            registry=r,
+        )
+        self.spool_usage_rejected = Counter(
+            "sidecar_spool_usage_rejected",
+            "Buffered usage reports upstream refused for good (logged with their keys, dropped).",
+            registry=r,
+        )
+        self.spool_usage_ship_latency = Histogram(
+            "sidecar_spool_usage_ship_duration_seconds",
+            "Time upstream took to ingest one shipped batch of buffered usage.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
 
     def watch_spool(self, spool: Any) -> None:
-        """Report an EventSpool's depth at every scrape."""
+        """Report an EventSpool's depth (and its usage queue's) at every scrape."""
         self.spool_events.set_function(lambda: float(spool.events))
-        self.spool_bytes.set_function(lambda: float(spool.bytes))
+        self.spool_bytes.set_function(lambda: float(spool.bytes + spool.usage.bytes))
         self.spool_oldest_age.set_function(spool.oldest_age)
+        self.spool_usage.set_function(lambda: float(spool.usage.count))
+        self.spool_usage_oldest_age.set_function(spool.usage.oldest_age)
 
     def watch_cache(self, cache: HotCache[Any]) -> None:
         self.registry.register(_HotCacheCollector(cache))

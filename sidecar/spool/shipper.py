@@ -1,4 +1,5 @@
-"""Ships spooled events upstream: oldest first, in batches, deleting only what was acknowledged.
+"""Ships a spool queue upstream (raw events, or buffered usage reports, each queue with its own
+shipper and endpoint): oldest first, in batches, deleting only what was acknowledged.
 
 Order: one batch at a time, always the oldest events, so each customer's events reach upstream
 in the order they were acknowledged. A batch that failed is sent again as it was (with the same
@@ -19,41 +20,82 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import structlog
+from prometheus_client import Counter, Histogram
 
 from entitlements.errors import InvalidApiKey, SourceError, SourceRejected, SpoolUnavailable
 from entitlements.tasks import cancel_and_wait
-from sidecar.model.usage import RawEvent
+from sidecar.model.usage import RawEvent, UsageReport
 from sidecar.observability import Metrics
-from sidecar.spool.store import EventSpool, Spooled
+from sidecar.spool.store import Spooled, SpoolQueue
 
 log = structlog.get_logger("sidecar.spool")
 
 #: Upstream's (and Stigg's) limit of events per request.
 MAX_SHIP_BATCH = 1000
 
-Send = Callable[[Sequence[RawEvent]], Awaitable[None]]
+_Item = TypeVar("_Item")
 
 
-class Shipper:
+@dataclass(frozen=True, slots=True)
+class ShipperMetrics:
+    shipped: Counter
+    retries: Counter
+    rejected: Counter
+    latency: Histogram
+
+
+def event_fields(event: RawEvent) -> Mapping[str, Any]:
+    return {
+        "customer_id": event.customer_id,
+        "event_name": event.event_name,
+        "idempotency_key": event.idempotency_key,
+    }
+
+
+def usage_fields(report: UsageReport) -> Mapping[str, Any]:
+    return {
+        "customer_id": report.customer_id,
+        "feature_id": report.feature_id,
+        "idempotency_key": report.idempotency_key,
+    }
+
+
+class Shipper(Generic[_Item]):
     def __init__(
         self,
-        spool: EventSpool,
-        send: Send,
-        metrics: Metrics,
+        spool: SpoolQueue[_Item],
+        send: Callable[[Sequence[_Item]], Awaitable[object]],
+        metrics: Metrics | ShipperMetrics,
         *,
         batch_size: int = MAX_SHIP_BATCH,
         backoff_base: float = 0.1,
         backoff_max: float = 5.0,
         rng: random.Random | None = None,
+        kind: str = "event",
+        fields: Callable[[Any], Mapping[str, Any]] = event_fields,
     ) -> None:
         if not 1 <= batch_size <= MAX_SHIP_BATCH:
             raise ValueError(f"batch_size must be in 1..{MAX_SHIP_BATCH}, got {batch_size}")
         self._spool = spool
         self._send = send
-        self._metrics = metrics
+        self._metrics = (
+            ShipperMetrics(
+                metrics.spool_shipped,
+                metrics.spool_ship_retries,
+                metrics.spool_rejected,
+                metrics.spool_ship_latency,
+            )
+            if isinstance(metrics, Metrics)
+            else metrics
+        )
+        # What a log line calls the items ("event", "usage") and the fields naming one.
+        self._kind = kind
+        self._fields = fields
         self._batch_size = batch_size
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
@@ -86,21 +128,22 @@ class Shipper:
                 await self._ship(batch)
             except (SourceError, SpoolUnavailable) as exc:
                 failures += 1
-                self._metrics.spool_ship_retries.inc()
+                self._metrics.retries.inc()
                 self._note_backing_up(exc)
                 await self._pause(failures)
                 continue
             failures = 0
-            if self._spool.events == 0 and self._backing_up_since is not None:
+            if self._spool.count == 0 and self._backing_up_since is not None:
                 log.info(
                     "spool_drained",
+                    kind=self._kind,
                     backed_up_seconds=round(time.monotonic() - self._backing_up_since, 3),
                 )
                 self._backing_up_since = None
 
-    async def _ship(self, batch: Sequence[Spooled]) -> None:
-        """Send ``batch`` and delete it; split a rejected one to find the events refused."""
-        events = [s.event for s in batch if s.event is not None]
+    async def _ship(self, batch: Sequence[Spooled[_Item]]) -> None:
+        """Send ``batch`` and delete it; split a rejected one to find the items refused."""
+        events = [s.item for s in batch if s.item is not None]
         if len(events) == len(batch):
             started = time.perf_counter()
             try:
@@ -115,15 +158,15 @@ class Shipper:
                     return
                 self._reject(batch[0], str(exc))
             else:
-                self._metrics.spool_ship_latency.observe(time.perf_counter() - started)
-                self._metrics.spool_shipped.inc(len(batch))
+                self._metrics.latency.observe(time.perf_counter() - started)
+                self._metrics.shipped.inc(len(batch))
             await self._spool.delete(batch)
             return
         # Rows that no longer decode (a spool written by a newer version, say) are dropped
         # alone, so the ones around them still go out in order.
         start = 0
         for i, spooled in enumerate(batch):
-            if spooled.event is None:
+            if spooled.item is None:
                 if start < i:
                     await self._ship(batch[start:i])
                 self._reject(spooled, "cannot be decoded")
@@ -132,24 +175,23 @@ class Shipper:
         if start < len(batch):
             await self._ship(batch[start:])
 
-    def _reject(self, spooled: Spooled, reason: str) -> None:
-        event = spooled.event
-        self._metrics.spool_rejected.inc()
-        log.warning(
-            "spool_event_rejected",
-            reason=reason,
-            customer_id=event.customer_id if event else None,
-            event_name=event.event_name if event else None,
-            idempotency_key=event.idempotency_key if event else None,
-        )
+    def _reject(self, spooled: Spooled[_Item], reason: str) -> None:
+        item = spooled.item
+        self._metrics.rejected.inc()
+        fields = self._fields(item) if item is not None else {}
+        if self._kind == "event":
+            log.warning("spool_event_rejected", reason=reason, **fields)
+        else:
+            log.error("spool_usage_rejected", reason=reason, **fields)
 
     def _note_backing_up(self, exc: Exception) -> None:
         if self._backing_up_since is None:
             self._backing_up_since = time.monotonic()
             log.warning(
                 "spool_backing_up",
+                kind=self._kind,
                 error=str(exc),
-                events=self._spool.events,
+                held=self._spool.count,
                 bytes=self._spool.bytes,
             )
 

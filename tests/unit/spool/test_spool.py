@@ -19,10 +19,16 @@ from entitlements.errors import (
     SourceUnavailable,
     StartupError,
 )
-from sidecar.model.usage import RawEvent
+from sidecar.model.usage import RawEvent, UpdateBehavior, UsageReport
 from sidecar.observability import Metrics
 from sidecar.spool.shipper import Shipper
-from sidecar.spool.store import EventSpool, decode_event, encode_event
+from sidecar.spool.store import (
+    EventSpool,
+    decode_event,
+    decode_usage,
+    encode_event,
+    encode_usage,
+)
 from tests.conftest import wait_for
 
 
@@ -197,3 +203,48 @@ async def test_a_rejection_drops_only_the_refused_events_in_order(spool: EventSp
     assert sample(metrics, "sidecar_spool_rejected_total") == 1
     [rejected] = [line for line in logs if line["event"] == "spool_event_rejected"]
     assert rejected["idempotency_key"] == "k-5"
+
+
+def usage_report(i: int) -> UsageReport:
+    return UsageReport("c", "api-calls", float(i), idempotency_key=f"u-{i}")
+
+
+def test_a_usage_report_survives_its_encoding_and_needs_its_key() -> None:
+    full = UsageReport(
+        "c",
+        "f",
+        2.5,
+        resource_id="r",
+        behavior=UpdateBehavior.SET,
+        dimensions={"s": "x", "f": 1.5, "b": True},
+        timestamp=datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC),
+        idempotency_key="k",
+    )
+    assert decode_usage(encode_usage(full)) == full
+    assert decode_usage(encode_usage(usage_report(1))) == usage_report(1)
+    assert decode_usage(b'{"c":"c","f":"f","v":"1","k":"k"}') is None
+    with pytest.raises(ValueError, match="idempotency key"):
+        encode_usage(UsageReport("c", "f", 1.0))
+
+
+async def test_usage_and_events_are_queued_apart_under_one_bound(tmp_path: Path) -> None:
+    first = EventSpool(tmp_path, 1 << 20)
+    await first.open()
+    await first.append([event(1)])
+    await first.usage.append([usage_report(1), usage_report(2)])
+    assert [s.item for s in await first.peek(10)] == [event(1)]
+    assert [s.item for s in await first.usage.peek(10)] == [usage_report(1), usage_report(2)]
+    await first.close()
+
+    second = EventSpool(tmp_path, first.bytes + first.usage.bytes + 10)
+    await second.open()
+    try:
+        assert (second.events, second.usage.count) == (1, 2)
+        assert second.usage.not_empty.is_set()
+        with pytest.raises(ResourceExhausted, match="1 events, 2 usage reports"):
+            await second.append([event(2)])  # the bound covers both queues
+        await second.usage.delete(await second.usage.peek(10))
+        await second.append([event(2)])
+        assert second.events == 2 and not second.usage.not_empty.is_set()
+    finally:
+        await second.close()
