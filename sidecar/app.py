@@ -53,6 +53,7 @@ class Sidecar:
             metrics=self.metrics,
             coherent=settings.push_enabled,
             spool=self.spool,
+            usage_buffering=settings.usage_buffering,
         )
         servicer = SidecarServicer(self.service, self.metrics, settings.fallbacks)
         self.grpc = GrpcServer(
@@ -113,6 +114,8 @@ class Sidecar:
             upstream=None if self.service.offline else self.settings.api_url,
             event_spool=None if self.spool is None else str(self.spool.directory),
             spooled_events=None if self.spool is None else self.spool.events,
+            usage_buffering=self.settings.usage_buffering and self.spool is not None,
+            spooled_usage=None if self.spool is None else self.spool.usage.count,
             cache_max_bytes=self.settings.cache_max_bytes,
         )
 

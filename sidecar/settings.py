@@ -140,8 +140,20 @@ SPECS: tuple[Spec, ...] = (
         "spool_max_bytes",
         int_in(1024, 2**50),
         "268435456",
-        "Bound of the event spool in bytes; when full, `ReportEvents` answers "
-        "`RESOURCE_EXHAUSTED` and takes nothing.",
+        "Bound of the spool in bytes (events and buffered usage together); when full, "
+        "`ReportEvents` answers `RESOURCE_EXHAUSTED` and takes nothing (a usage report that "
+        "would be buffered: `UNAVAILABLE`).",
+    ),
+    Spec(
+        "USAGE_BUFFERING",
+        "usage_buffering",
+        boolean,
+        "0",
+        "With `1`, a usage report upstream cannot be reached for (refused connection, timeout, "
+        "5xx, after the retries) is appended to the spool in `SPOOL_DIR` with its idempotency "
+        "key, acknowledged with a local measurement id, applied to this sidecar's view at once, "
+        "and shipped when upstream is back. Off by default: an acknowledgement then means "
+        "upstream processed the report (Stigg's semantics). Needs `SPOOL_DIR`.",
     ),
     Spec(
         "ENTITLEMENTS_FALLBACK",
@@ -252,6 +264,8 @@ class Settings:
     # Empty: no spool (events are forwarded synchronously). from_env fills the default in.
     spool_dir: str = ""
     spool_max_bytes: int = 256 * 2**20
+    # Usage upstream cannot be reached for goes to the spool and is acknowledged locally.
+    usage_buffering: bool = False
     fallbacks: Mapping[str, FallbackValues] = field(default_factory=dict)
     cache_max_bytes: int = 256 * 2**20
     log_level: str = "info"
@@ -292,6 +306,8 @@ class Settings:
                 for name, attr in (("PORT", "port"), ("HTTP_PORT", "http_port"))
                 if values.get(attr) == 0
             ]
+        if values.get("usage_buffering") and values.get("spool_dir") == "":
+            problems.append("USAGE_BUFFERING: needs a spool; SPOOL_DIR must not be empty")
         if problems:
             raise SettingsError(problems)
         if "cache_max_bytes" not in values:

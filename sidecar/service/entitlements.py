@@ -2,7 +2,9 @@
 
 Reads: hot cache -> source (single-flight per key) -> stale cache -> None (the
 caller then serves fallbacks). Writes: forwarded to the source; the usage it
-acknowledges is written back so the next read reflects it.
+acknowledges is written back so the next read reflects it. With usage buffering, a report
+the source cannot be reached for is spooled, acknowledged locally and projected onto the
+cached state; its shipper forwards it later and writes upstream's answer back.
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ from datetime import UTC, datetime
 
 import structlog
 
-from entitlements.errors import InvalidApiKey, ResourceExhausted, SourceError, SourceRejected
+from entitlements.errors import (
+    InvalidApiKey,
+    ResourceExhausted,
+    SourceError,
+    SourceRejected,
+    SourceUnavailable,
+)
 from entitlements.model.state import CUSTOMER_LEVEL_REASONS, CustomerSnapshot, DenialReason
 from entitlements.tasks import cancel_and_wait
 from sidecar.cache.hot_cache import HotCache, Key
@@ -25,6 +33,7 @@ from sidecar.cache.sizing import deep_size
 from sidecar.evaluation.rules import stable_until
 from sidecar.model.usage import RawEvent, UsageAck, UsageReport
 from sidecar.observability import Metrics
+from sidecar.service.projection import project_usage
 from sidecar.source.base import (
     Change,
     CustomerRemoved,
@@ -35,8 +44,8 @@ from sidecar.source.base import (
     SnapshotChanged,
     UsageChanged,
 )
-from sidecar.spool.shipper import Shipper
-from sidecar.spool.store import EventSpool
+from sidecar.spool.shipper import Shipper, ShipperMetrics, usage_fields
+from sidecar.spool.store import EventSpool, SpoolQueue
 
 log = structlog.get_logger("sidecar.service")
 
@@ -53,6 +62,12 @@ REVALIDATE_INTERVAL_SECONDS = 1.0
 FAILED_REVALIDATION_BACKOFF_SECONDS = 2.0
 #: The entry floor while no change stream is live: nothing held counts as confirmed.
 NOTHING_CONFIRMED = float("inf")
+#: Upstream's (and Stigg's) limit of usage reports per request: buffered usage ships in these.
+MAX_USAGE_SHIP_BATCH = 100
+#: With usage buffering, the part of a call's deadline kept for spooling the report when
+#: upstream cannot be reached: the caller must get the acknowledgement before it gives up
+#: (a caller that saw DEADLINE_EXCEEDED and retries without its key would count twice).
+SPOOL_RESERVE_SECONDS = 0.1
 
 
 def new_idempotency_key() -> str:
@@ -112,6 +127,7 @@ class EntitlementService:
         clock: Callable[[], float] = time.time,
         coherent: bool = True,
         spool: EventSpool | None = None,
+        usage_buffering: bool = False,
     ) -> None:
         # No source means offline mode: nothing is ever fetched or forwarded.
         self._source = source
@@ -120,6 +136,28 @@ class EntitlementService:
         self._shipper = (
             Shipper(spool, source.report_events, metrics)
             if spool is not None and source is not None
+            else None
+        )
+        # With usage buffering, usage the source cannot be reached for waits in the spool's
+        # usage queue, shipped by its own shipper to the usage endpoint.
+        self._usage_spool: SpoolQueue[UsageReport] | None = (
+            spool.usage if usage_buffering and spool is not None and source is not None else None
+        )
+        self._usage_shipper = (
+            Shipper(
+                self._usage_spool,
+                self._ship_usage,
+                ShipperMetrics(
+                    metrics.spool_usage_shipped,
+                    metrics.spool_usage_ship_retries,
+                    metrics.spool_usage_rejected,
+                    metrics.spool_usage_ship_latency,
+                ),
+                batch_size=MAX_USAGE_SHIP_BATCH,
+                kind="usage",
+                fields=usage_fields,
+            )
+            if self._usage_spool is not None
             else None
         )
         self._cache = cache
@@ -377,16 +415,68 @@ class EntitlementService:
             r if r.idempotency_key else replace(r, idempotency_key=new_idempotency_key())
             for r in reports
         ]
+        buffer = self._usage_spool
+        if buffer is not None and (buffer.count or buffer.pending_bytes):
+            # Reports are still waiting: this one queues behind them, so upstream applies every
+            # customer's reports in the order they were acknowledged (a SET must not overtake).
+            return await self._buffer(keyed, None)
+        if buffer is not None and deadline is not None:
+            deadline -= SPOOL_RESERVE_SECONDS
         try:
             acks = await self._source.report_usage(keyed, deadline=deadline)
         except SourceRejected:
-            raise
-        except SourceError:
+            raise  # upstream said no: buffering it would acknowledge what will never count
+        except SourceError as exc:
             self._metrics.network_errors.inc()
-            raise
+            if buffer is None:
+                raise
+            # Unreachable, or the answer was lost: spooled with the same keys, so a report
+            # upstream did process is answered with its first acknowledgement when shipped.
+            return await self._buffer(keyed, exc)
         for ack in acks:
             self._write_back(ack)
         return acks
+
+    async def _buffer(
+        self, reports: Sequence[UsageReport], cause: SourceError | None
+    ) -> list[UsageAck]:
+        """Spool ``reports`` (all or none), acknowledge them locally and project them onto
+        the cached state, so the next read from this sidecar reflects them."""
+        assert self._usage_spool is not None
+        was_empty = self._usage_spool.count == 0
+        try:
+            await self._usage_spool.append(reports)
+        except ResourceExhausted as exc:
+            self._metrics.spool_full.inc()
+            # Retryable like the outage itself: the caller keeps the report (and its key).
+            raise SourceUnavailable(
+                f"{cause or 'earlier usage reports are still waiting for upstream'}; "
+                f"buffering is not possible: {exc}"
+            ) from exc
+        self._metrics.usage_buffered.inc(len(reports))
+        if was_empty and cause is not None:
+            log.warning("usage_buffering_started", error=str(cause), reports=len(reports))
+        return [self._project(report) for report in reports]
+
+    def _project(self, report: UsageReport) -> UsageAck:
+        key = (report.customer_id, report.resource_id)
+        held = self._cache.peek(key)
+        usage = None
+        if held is not None:
+            snapshot, currency_id = project_usage(held.snapshot, report, self.now())
+            if snapshot is not held.snapshot:
+                self._put_usage(key, held, snapshot, {report.feature_id}, currency_id)
+                usage = snapshot.feature_usage.get(report.feature_id)
+        return UsageAck(
+            local_measurement_id(), report.customer_id, report.feature_id, report.resource_id, usage
+        )
+
+    async def _ship_usage(self, reports: Sequence[UsageReport]) -> None:
+        """Forward buffered reports (with their keys); upstream's answers replace the local
+        projection."""
+        assert self._source is not None
+        for ack in await self._source.report_usage(reports):
+            self._write_back(ack)
 
     def _write_back(self, ack: UsageAck) -> None:
         key = (ack.customer_id, ack.resource_id)
@@ -551,8 +641,9 @@ class EntitlementService:
         self._epoch += 1
 
     def _stream_live(self) -> None:
-        if self._shipper is not None:
-            self._shipper.nudge()  # upstream answers again: ship what waits without delay
+        for shipper in (self._shipper, self._usage_shipper):
+            if shipper is not None:
+                shipper.nudge()  # upstream answers again: ship what waits without delay
         self.synced.set()
         self._metrics.backend_synced.set(1)
         self._oldest_stale_served = 0.0
@@ -562,14 +653,16 @@ class EntitlementService:
     def start(self) -> None:
         if self._source is not None and self._watcher is None:
             self._watcher = asyncio.get_running_loop().create_task(self.watch())
-        if self._shipper is not None:
-            self._shipper.start()
+        for shipper in (self._shipper, self._usage_shipper):
+            if shipper is not None:
+                shipper.start()
 
     async def aclose(self) -> None:
         if self._watcher is not None:
             await cancel_and_wait(self._watcher)
-        if self._shipper is not None:
-            # What is still spooled stays on disk for the next start.
-            await self._shipper.aclose()
+        for shipper in (self._shipper, self._usage_shipper):
+            if shipper is not None:
+                # What is still spooled stays on disk for the next start.
+                await shipper.aclose()
         if self._source is not None:
             await self._source.aclose()

@@ -106,3 +106,12 @@ def test_the_event_spool_defaults_to_a_directory_per_port_and_can_be_switched_of
     assert Settings.from_env({**env, "SPOOL_DIR": ""}).spool_dir == ""
     assert Settings.from_env({**env, "SPOOL_DIR": "/data/spool"}).spool_dir == "/data/spool"
     assert Settings.from_env(env).spool_max_bytes == 256 * 2**20
+
+
+def test_usage_buffering_is_off_by_default_and_needs_a_spool() -> None:
+    env = {"SERVER_API_KEY": "k", "CACHE_MAX_SIZE_BYTES": "1"}
+    assert not Settings.from_env(env).usage_buffering
+    assert Settings.from_env({**env, "USAGE_BUFFERING": "1"}).usage_buffering
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({**env, "USAGE_BUFFERING": "1", "SPOOL_DIR": ""})
+    assert "USAGE_BUFFERING" in str(err.value) and "SPOOL_DIR" in str(err.value)
