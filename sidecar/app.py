@@ -19,7 +19,7 @@ from sidecar.observability import Metrics
 from sidecar.service.entitlements import CacheEntry, EntitlementService
 from sidecar.settings import Settings
 from sidecar.source.base import EntitlementSource
-from sidecar.spool.store import EventSpool
+from sidecar.spool.store import EventSpool, Spool
 
 log = structlog.get_logger("sidecar")
 
@@ -33,6 +33,7 @@ class Sidecar:
         source: EntitlementSource | None,
         *,
         metrics: Metrics | None = None,
+        spool: Spool | None = None,
     ) -> None:
         self.settings = settings
         # Passed in when the source reports into the same registry (the Redis tier does).
@@ -40,9 +41,14 @@ class Sidecar:
         self.cache: HotCache[CacheEntry] = HotCache(settings.cache_max_bytes)
         self.metrics.watch_cache(self.cache)
         # Offline, events are dropped (as Stigg's offline mode does): nothing to spool for.
-        self.spool = (
-            EventSpool(settings.spool_dir, settings.spool_max_bytes)
-            if settings.spool_dir and source is not None
+        # ``spool`` is given for SPOOL_BACKEND=redis (main builds it on its own Redis client).
+        self.spool: Spool | None = (
+            None
+            if source is None
+            else spool
+            if spool is not None
+            else EventSpool(settings.spool_dir, settings.spool_max_bytes)
+            if settings.spool_dir
             else None
         )
         if self.spool is not None:
@@ -112,7 +118,7 @@ class Sidecar:
             backend_synced=synced,
             tiers=self.tiers(),
             upstream=None if self.service.offline else self.settings.api_url,
-            event_spool=None if self.spool is None else str(self.spool.directory),
+            event_spool=None if self.spool is None else self.spool.location,
             spooled_events=None if self.spool is None else self.spool.events,
             usage_buffering=self.settings.usage_buffering and self.spool is not None,
             spooled_usage=None if self.spool is None else self.spool.usage.count,
@@ -170,7 +176,11 @@ class Sidecar:
 
 
 async def serve(
-    settings: Settings, source: EntitlementSource | None, *, metrics: Metrics | None = None
+    settings: Settings,
+    source: EntitlementSource | None,
+    *,
+    metrics: Metrics | None = None,
+    spool: Spool | None = None,
 ) -> None:
     """Run until SIGTERM or SIGINT, then drain within the configured grace period.
 
@@ -182,7 +192,7 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    sidecar = Sidecar(settings, source, metrics=metrics)
+    sidecar = Sidecar(settings, source, metrics=metrics, spool=spool)
     starting = loop.create_task(sidecar.start())
     stopping = loop.create_task(stop.wait())
     try:

@@ -27,6 +27,7 @@ from sidecar.settings import SPECS, Settings, SettingsError
 from sidecar.source.base import EntitlementSource
 from sidecar.source.http_upstream import HttpUpstreamSource
 from sidecar.source.redis_tier import RedisTieredSource
+from sidecar.spool.redis_spool import RedisSpool
 from sidecar.workers import supervise, worker_index, worker_spool_dir
 
 # Pooled connections idle this long are PINGed before reuse, so a connection the server or a
@@ -142,6 +143,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     metrics = Metrics()
     source = _source(settings, metrics)
+    spool = None
+    if settings.spool_backend == "redis" and source is not None:
+        # Its own client (and pool): spool appends must not queue behind the read path's.
+        spool_client, _ = redis_clients(settings)
+        spool = RedisSpool(spool_client, settings.redis_prefix, settings.spool_max_bytes)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
@@ -149,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         runner = uvloop.run
     try:
-        runner(serve(settings, source, metrics=metrics))
+        runner(serve(settings, source, metrics=metrics, spool=spool))
     except (StartupError, OSError) as exc:
         structlog.get_logger("sidecar").error("startup_failed", error=str(exc))
         return 1

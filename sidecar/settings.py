@@ -42,6 +42,13 @@ def _startup_wait(raw: str) -> float | None:
     return None if seconds < 0 else seconds
 
 
+def _spool_backend(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("disk", "redis"):
+        raise ValueError(f"must be disk or redis, got {raw!r}")
+    return value
+
+
 def _fallbacks(raw: str) -> Mapping[str, FallbackValues]:
     try:
         return parse_fallback_map(raw)
@@ -143,6 +150,18 @@ SPECS: tuple[Spec, ...] = (
         "Bound of the spool in bytes (events and buffered usage together); when full, "
         "`ReportEvents` answers `RESOURCE_EXHAUSTED` and takes nothing (a usage report that "
         "would be buffered: `UNAVAILABLE`).",
+    ),
+    Spec(
+        "SPOOL_BACKEND",
+        "spool_backend",
+        _spool_backend,
+        "disk",
+        "Where the spool lives. `disk`: SQLite in `SPOOL_DIR`; acknowledges without a network "
+        "hop and needs nothing else, but what a deleted pod held is lost unless `SPOOL_DIR` is "
+        "a volume that outlives it. `redis` (needs `REDIS_ENVIRONMENT_PREFIX`): streams shared "
+        "by the environment's sidecars, so a deleted pod loses nothing; costs a Redis round "
+        "trip per acknowledgement, is as durable as the Redis deployment, and while Redis is "
+        "unreachable those calls answer `UNAVAILABLE` (no local fallback).",
     ),
     Spec(
         "USAGE_BUFFERING",
@@ -264,6 +283,8 @@ class Settings:
     # Empty: no spool (events are forwarded synchronously). from_env fills the default in.
     spool_dir: str = ""
     spool_max_bytes: int = 256 * 2**20
+    # "disk" (SQLite in spool_dir) or "redis" (streams shared by the sidecars).
+    spool_backend: str = "disk"
     # Usage upstream cannot be reached for goes to the spool and is acknowledged locally.
     usage_buffering: bool = False
     fallbacks: Mapping[str, FallbackValues] = field(default_factory=dict)
@@ -306,8 +327,11 @@ class Settings:
                 for name, attr in (("PORT", "port"), ("HTTP_PORT", "http_port"))
                 if values.get(attr) == 0
             ]
-        if values.get("usage_buffering") and values.get("spool_dir") == "":
+        redis_spool = values.get("spool_backend") == "redis"
+        if values.get("usage_buffering") and values.get("spool_dir") == "" and not redis_spool:
             problems.append("USAGE_BUFFERING: needs a spool; SPOOL_DIR must not be empty")
+        if redis_spool and not values.get("redis_prefix"):
+            problems.append("SPOOL_BACKEND: redis needs REDIS_ENVIRONMENT_PREFIX (the Redis tier)")
         if problems:
             raise SettingsError(problems)
         if "cache_max_bytes" not in values:

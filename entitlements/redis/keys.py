@@ -14,6 +14,10 @@ Layout (``P`` = REDIS_ENVIRONMENT_PREFIX, ``C`` = customer id, ``R`` = resource 
 - ``P:invalidations`` — pub/sub channel announcing every write (customer, resource, version).
 - ``P:epoch`` — marker the persistent cache writes after a full sync; missing = Redis lost its data.
 - ``P:changes`` — the upstream change stream; ``P:changes:dead`` — dead letters.
+- ``P:{spool}:events``, ``P:{spool}:usage`` — the sidecars' shared spool (``SPOOL_BACKEND=redis``)
+  of raw events and buffered usage; ``P:{spool}:<kind>:bytes`` their payload bytes;
+  ``P:{spool}:lease`` the one sidecar shipping them. One hash tag, so its scripts may touch them
+  all.
 
 Every key of one customer carries the hash tag ``{c:C}``, so it lives in one Redis Cluster slot and
 a script may touch several of them.
@@ -76,3 +80,15 @@ def ttl_ms(ttl_seconds: int) -> int:
     if ttl_seconds == 0:
         raise ValueError("a TTL of 0 would expire every key at once; use a negative TTL for none")
     return ttl_seconds * 1000 if ttl_seconds > 0 else -1
+
+
+def spool_stream(prefix: str, kind: str) -> str:
+    return f"{prefix}:{{spool}}:{kind}"
+
+
+def spool_bytes(prefix: str, kind: str) -> str:
+    return f"{prefix}:{{spool}}:{kind}:bytes"
+
+
+def spool_lease(prefix: str) -> str:
+    return f"{prefix}:{{spool}}:lease"

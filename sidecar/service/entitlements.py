@@ -45,7 +45,7 @@ from sidecar.source.base import (
     UsageChanged,
 )
 from sidecar.spool.shipper import Shipper, ShipperMetrics, usage_fields
-from sidecar.spool.store import EventSpool, SpoolQueue
+from sidecar.spool.store import Queue, Spool
 
 log = structlog.get_logger("sidecar.service")
 
@@ -126,7 +126,7 @@ class EntitlementService:
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
         coherent: bool = True,
-        spool: EventSpool | None = None,
+        spool: Spool | None = None,
         usage_buffering: bool = False,
     ) -> None:
         # No source means offline mode: nothing is ever fetched or forwarded.
@@ -140,7 +140,7 @@ class EntitlementService:
         )
         # With usage buffering, usage the source cannot be reached for waits in the spool's
         # usage queue, shipped by its own shipper to the usage endpoint.
-        self._usage_spool: SpoolQueue[UsageReport] | None = (
+        self._usage_spool: Queue[UsageReport] | None = (
             spool.usage if usage_buffering and spool is not None and source is not None else None
         )
         self._usage_shipper = (

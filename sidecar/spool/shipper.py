@@ -31,7 +31,7 @@ from entitlements.errors import InvalidApiKey, SourceError, SourceRejected, Spoo
 from entitlements.tasks import cancel_and_wait
 from sidecar.model.usage import RawEvent, UsageReport
 from sidecar.observability import Metrics
-from sidecar.spool.store import Spooled, SpoolQueue
+from sidecar.spool.store import Queue, Spooled
 
 log = structlog.get_logger("sidecar.spool")
 
@@ -68,7 +68,7 @@ def usage_fields(report: UsageReport) -> Mapping[str, Any]:
 class Shipper(Generic[_Item]):
     def __init__(
         self,
-        spool: SpoolQueue[_Item],
+        spool: Queue[_Item],
         send: Callable[[Sequence[_Item]], Awaitable[object]],
         metrics: Metrics | ShipperMetrics,
         *,

@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from entitlements.errors import ResourceExhausted, SpoolUnavailable, StartupError
 from sidecar.model.usage import RawEvent, UpdateBehavior, UsageReport
@@ -59,7 +59,7 @@ CREATE TABLE IF NOT EXISTS {table} (
 class Spooled(Generic[_Item]):
     """One item held in a spool queue, in append order (``id`` ascending)."""
 
-    id: int
+    id: int | str  # a row id on disk, a stream entry id in Redis
     item: _Item | None  # None: the row could not be decoded (it is dropped, counted)
     size: int
     appended_at: float
@@ -68,6 +68,42 @@ class Spooled(Generic[_Item]):
     def event(self) -> _Item | None:
         """The item of the event queue (the name its callers know it by)."""
         return self.item
+
+
+class Queue(Protocol[_Item]):
+    """What a shipper drains and the service appends to: one kind of item, oldest first."""
+
+    count: int
+    bytes: int
+    pending_bytes: int
+    not_empty: asyncio.Event
+
+    async def append(self, items: Sequence[_Item]) -> None: ...
+
+    async def peek(self, limit: int) -> list[Spooled[_Item]]: ...
+
+    async def delete(self, shipped: Sequence[Spooled[_Item]]) -> None: ...
+
+    def oldest_age(self) -> float: ...
+
+
+class Spool(Queue[RawEvent], Protocol):
+    """A spool: its event queue, its usage queue, where it lives (the disk or Redis)."""
+
+    @property
+    def usage(self) -> Queue[UsageReport]: ...
+
+    @property
+    def events(self) -> int: ...
+
+    @property
+    def location(self) -> str: ...
+
+    def held_bytes(self) -> int: ...
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 def encode_event(event: RawEvent) -> bytes:
@@ -298,7 +334,7 @@ class SpoolQueue(Generic[_Item]):
             self.count = 0
             self.not_empty.clear()
 
-    def _delete_sync(self, first: int, last: int) -> float | None:
+    def _delete_sync(self, first: int | str, last: int | str) -> float | None:
         conn = self._spool._connection()
         # Only rows from one peek are in this range: later appends get higher ids.
         conn.execute(f"DELETE FROM {self.table} WHERE id BETWEEN ? AND ?", (first, last))
@@ -339,6 +375,10 @@ class EventSpool(SpoolQueue[RawEvent]):
     def events(self) -> int:
         """Events held (the event queue's count)."""
         return self.count
+
+    @property
+    def location(self) -> str:
+        return str(self.directory)
 
     def queues(self) -> tuple[SpoolQueue[Any], ...]:
         return (self, self.usage)

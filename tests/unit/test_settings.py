@@ -115,3 +115,19 @@ def test_usage_buffering_is_off_by_default_and_needs_a_spool() -> None:
     with pytest.raises(SettingsError) as err:
         Settings.from_env({**env, "USAGE_BUFFERING": "1", "SPOOL_DIR": ""})
     assert "USAGE_BUFFERING" in str(err.value) and "SPOOL_DIR" in str(err.value)
+
+
+def test_the_redis_spool_needs_the_redis_tier() -> None:
+    env = {"SERVER_API_KEY": "k", "CACHE_MAX_SIZE_BYTES": "1"}
+    assert Settings.from_env(env).spool_backend == "disk"
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({**env, "SPOOL_BACKEND": "redis"})
+    assert err.value.problems == [
+        "SPOOL_BACKEND: redis needs REDIS_ENVIRONMENT_PREFIX (the Redis tier)"
+    ]
+    redis = {**env, "SPOOL_BACKEND": "Redis", "REDIS_ENVIRONMENT_PREFIX": "p"}
+    # Buffered usage goes to Redis then: no SPOOL_DIR needed.
+    settings = Settings.from_env({**redis, "USAGE_BUFFERING": "1", "SPOOL_DIR": ""})
+    assert (settings.spool_backend, settings.usage_buffering) == ("redis", True)
+    with pytest.raises(SettingsError, match="SPOOL_BACKEND"):
+        Settings.from_env({**env, "SPOOL_BACKEND": "s3"})
