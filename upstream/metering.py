@@ -45,7 +45,26 @@ class EventItem:
     timestamp: datetime | None = None
 
 
+@dataclass(slots=True)
+class _Pending:
+    """A counter updated within the batch under way, written once when the batch ends."""
+
+    counter: UsageCounter
+    meter_state: str | None
+    record: UsageRecord
+
+
+#: The counters a batch has updated so far, by (customer, resource, feature), in update order.
+_Batch = dict[tuple[str, str | None, str], _Pending]
+
+
 class Metering:
+    """Batches (``report_usage``, ``report_events``) merge repeated updates of one counter:
+    each update is computed (and, for reports, acknowledged with its own record and version)
+    in memory, and the counter is written and its change published once, with its final value,
+    when the batch ends, in the same transaction. Upstream's per-item work then grows with the
+    counters a batch touches, not with its items."""
+
     def __init__(self, upstream: Upstream) -> None:
         self.up = upstream
 
@@ -56,6 +75,7 @@ class Metering:
         now = self.up.clock()
         states: dict[tuple[str, str | None], CustomerSnapshot] = {}
         results: list[dict[str, Any]] = []
+        batch: _Batch = {}
         with self.up.transaction() as tx:
             for index, item in enumerate(items):
                 scope = f"usage:{item.customer_id}"
@@ -64,11 +84,26 @@ class Metering:
                     if stored is not None:
                         results.append(_replayed(json.loads(stored)))
                         continue
-                result = self._report_one(tx, item, now, states, f"usages[{index}]")
+                result = self._report_one(tx, item, now, states, f"usages[{index}]", batch)
                 if item.idempotency_key is not None:
                     tx.remember_response(scope, item.idempotency_key, json.dumps(result), now)
                 results.append(result)
+            self._flush(tx, batch)
         return results
+
+    def _flush(self, tx: Tx, batch: _Batch) -> None:
+        """Write each counter the batch updated, and publish its change, once."""
+        for pending in batch.values():
+            counter = pending.counter
+            tx.put_usage(counter, pending.meter_state)
+            self.up.publisher.usage_changed(
+                tx,
+                counter.customer_id,
+                counter.resource_id,
+                pending.record,
+                feature_id=counter.feature_id,
+            )
+        batch.clear()
 
     def _state(
         self,
@@ -102,6 +137,7 @@ class Metering:
         now: datetime,
         states: dict[tuple[str, str | None], CustomerSnapshot],
         path: str,
+        batch: _Batch,
     ) -> dict[str, Any]:
         self._metered(item.feature_id, path)
         if item.set_value and item.value < 0:
@@ -109,7 +145,7 @@ class Metering:
         snapshot = self._state(tx, states, item.customer_id, item.resource_id, now, path)
         entitlement = snapshot.state.features.get(item.feature_id)
         record, delta = self._write_counter(
-            tx, item.customer_id, item.resource_id, item.feature_id, entitlement, item, now
+            tx, batch, item.customer_id, item.resource_id, item.feature_id, entitlement, item, now
         )
         return {
             "measurementId": str(uuid.uuid4()),
@@ -123,6 +159,7 @@ class Metering:
     def _write_counter(
         self,
         tx: Tx,
+        batch: _Batch,
         customer_id: str,
         resource_id: str | None,
         feature_id: str,
@@ -132,8 +169,9 @@ class Metering:
         meter_value: float | None = None,
         meter_state: str | None = None,
     ) -> tuple[UsageRecord, float]:
+        """Update a counter within ``batch`` (written by :meth:`_flush`)."""
         start, end = _period(entitlement, now)
-        counter = tx.usage_for(customer_id, resource_id).get(feature_id)
+        counter = _counter(tx, batch, customer_id, resource_id, feature_id)
         base = counter.value if counter is not None and counter.period_start == start else 0.0
         if meter_value is not None:
             new = meter_value
@@ -141,12 +179,12 @@ class Metering:
             assert item is not None
             new = item.value if item.set_value else base + item.value
         version = tx.next_version()
-        tx.put_usage(
+        record = UsageRecord(new, start, end, now, version)
+        batch[(customer_id, resource_id, feature_id)] = _Pending(
             UsageCounter(customer_id, feature_id, resource_id, new, start, end, now, version),
             meter_state,
+            record,
         )
-        record = UsageRecord(new, start, end, now, version)
-        self.up.publisher.usage_changed(tx, customer_id, resource_id, record, feature_id=feature_id)
         return record, new - base
 
     def _charge(
@@ -232,6 +270,7 @@ class Metering:
         now = self.up.clock()
         accepted = duplicates = 0
         states: dict[tuple[str, str | None], CustomerSnapshot] = {}
+        batch: _Batch = {}
         with self.up.transaction() as tx:
             for index, event in enumerate(events):
                 scope = f"event:{event.customer_id}:{event.resource_id or ''}:{event.event_name}"
@@ -242,12 +281,13 @@ class Metering:
                     tx, states, event.customer_id, event.resource_id, now, f"events[{index}]"
                 )
                 tx.remember_response(scope, event.idempotency_key, "{}", now)
-                self._aggregate(tx, event, snapshot, now)
+                self._aggregate(tx, batch, event, snapshot, now)
                 accepted += 1
+            self._flush(tx, batch)
         return accepted, duplicates
 
     def _aggregate(
-        self, tx: Tx, event: EventItem, snapshot: CustomerSnapshot, now: datetime
+        self, tx: Tx, batch: _Batch, event: EventItem, snapshot: CustomerSnapshot, now: datetime
     ) -> None:
         for feature in self.up.catalog.features.values():
             definition = feature.event_meter
@@ -264,8 +304,13 @@ class Metering:
                 continue
             entitlement = snapshot.state.features.get(feature.id)
             start, _ = _period(entitlement, now)
-            counter = tx.usage_for(event.customer_id, event.resource_id).get(feature.id)
-            raw = tx.meter_state(event.customer_id, event.resource_id, feature.id)
+            pending = batch.get((event.customer_id, event.resource_id, feature.id))
+            counter: UsageCounter | None
+            if pending is not None:
+                counter, raw = pending.counter, pending.meter_state
+            else:
+                counter = tx.usage_for(event.customer_id, event.resource_id).get(feature.id)
+                raw = tx.meter_state(event.customer_id, event.resource_id, feature.id)
             state = meters.MeterState()
             if counter is not None and counter.period_start == start and raw:
                 state = meters.state_from_json(json.loads(raw))
@@ -274,6 +319,7 @@ class Metering:
                 continue
             _, delta = self._write_counter(
                 tx,
+                batch,
                 event.customer_id,
                 event.resource_id,
                 feature.id,
@@ -363,6 +409,16 @@ class Metering:
             if tx.get_customer(customer_id) is None:
                 raise NotFound(f"customer {customer_id!r} does not exist", field="customerId")
             return tx.ledger(customer_id, currency_id, after, limit)
+
+
+def _counter(
+    tx: Tx, batch: _Batch, customer_id: str, resource_id: str | None, feature_id: str
+) -> UsageCounter | None:
+    """The counter as the batch left it, else as stored."""
+    pending = batch.get((customer_id, resource_id, feature_id))
+    if pending is not None:
+        return pending.counter
+    return tx.usage_for(customer_id, resource_id).get(feature_id)
 
 
 def _period(
