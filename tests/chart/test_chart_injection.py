@@ -97,7 +97,10 @@ def test_injected_container_joins_the_app(injected: list[Manifest]) -> None:
     assert {"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"} in spec["securityContext"][
         "sysctls"
     ]
-    assert [v["name"] for v in spec["volumes"]] == ["entitlement-sidecar-tmp"]
+    assert [v["name"] for v in spec["volumes"]] == [
+        "entitlement-sidecar-tmp",
+        "entitlement-sidecar-spool",
+    ]
     assert pod["metadata"]["annotations"]["checksum/entitlement-sidecar-secret"]
     # a regular container stops with the app: it lingers so in-flight calls finish
     assert "time.sleep(5)" in sidecar["lifecycle"]["preStop"]["exec"]["command"][-1]

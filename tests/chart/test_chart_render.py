@@ -120,7 +120,7 @@ def test_security_context_everywhere(renders: Renders) -> None:
             assert pod["securityContext"]["runAsNonRoot"] is True
             assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
             assert pod["automountServiceAccountToken"] is False or "serviceAccountName" in pod
-            # the only writable path is /tmp, an emptyDir
+            # /tmp is a writable emptyDir (the event spool has a volume of its own)
             mounts = {m["mountPath"]: m["name"] for m in ref.container["volumeMounts"]}
             volumes = {v["name"]: v for v in pod["volumes"]}
             assert "emptyDir" in volumes[mounts["/tmp"]], ref.label

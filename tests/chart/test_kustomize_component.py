@@ -142,7 +142,13 @@ def test_same_container_as_the_helm_chart(
         "volumeMounts",
     ):
         assert kustomize_sidecar[field] == helm_sidecar[field], field
-    assert kustomize_spec["volumes"][-1] == helm_spec["volumes"][0]
+    # every volume the injected container mounts (/tmp and the event spool) is the same
+    helm_volumes = {v["name"]: v for v in helm_spec["volumes"]}
+    kustomize_volumes = {v["name"]: v for v in kustomize_spec["volumes"]}
+    mounted = [m["name"] for m in helm_sidecar["volumeMounts"]]
+    assert mounted == ["entitlement-sidecar-tmp", "entitlement-sidecar-spool"]
+    for name in mounted:
+        assert kustomize_volumes[name] == helm_volumes[name], name
     helm_env = env_of(helm_sidecar)
     kustomize_env = env_of(kustomize_sidecar)
     for name, value in kustomize_env.items():

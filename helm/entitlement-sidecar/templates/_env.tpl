@@ -79,6 +79,10 @@ Numbers go through int64: values arrive as JSON numbers (float64) and must not p
 {{- $e = append $e (dict "name" "LOG_FORMAT" "from" "sidecar.logFormat" "value" (default $v.logFormat $s.logFormat)) }}
 {{- $e = append $e (dict "name" "SHUTDOWN_GRACE_SECONDS" "from" "sidecar.shutdownGraceSeconds" "value" (toString $s.shutdownGraceSeconds)) }}
 {{- $e = append $e (dict "name" "MAX_MESSAGE_BYTES" "from" "sidecar.maxMessageBytes" "value" ($s.maxMessageBytes | int64 | toString)) }}
+{{- /* Off: SPOOL_DIR set to empty (the sidecar's own default is a spool under /tmp). */}}
+{{- $spool := $s.spool }}
+{{- $e = append $e (dict "name" "SPOOL_DIR" "from" "sidecar.spool.dir" "value" (ternary (include "entitlement-sidecar.spoolDir" $ctx) "" $spool.enabled) "keepEmpty" true) }}
+{{- $e = append $e (dict "name" "SPOOL_MAX_BYTES" "from" "sidecar.spool.maxBytes" "value" (ternary ($spool.maxBytes | int64 | toString) "" $spool.enabled)) }}
 {{- $redisOn := not (empty $v.redis.environmentPrefix) }}
 {{- $e = concat $e (include "entitlement-sidecar.redisEnv" (dict "ctx" $ctx "on" $redisOn) | fromJsonArray) }}
 {{- $e = append $e (dict "name" "REDIS_KEYS_TTL_IN_SECS" "from" "sidecar.redisKeysTtlSeconds" "value" (ternary ($s.redisKeysTtlSeconds | int64 | toString) "" $redisOn)) }}
@@ -139,7 +143,8 @@ Numbers go through int64: values arrive as JSON numbers (float64) and must not p
 {{- end }}
 
 {{/*
-Render managed variables (those with a value or valueFrom) followed by extraEnv, after checking
+Render managed variables (those with a value or valueFrom, or marked keepEmpty: an empty value
+that means something, unlike unset) followed by extraEnv, after checking
 that extraEnv names no managed variable and no name twice. Output: a YAML list.
 */}}
 {{- define "entitlement-sidecar.renderEnv" -}}
@@ -162,7 +167,7 @@ that extraEnv names no managed variable and no name twice. Output: a YAML list.
 {{- range .managed }}
 {{- if .valueFrom }}
 {{- $out = append $out (dict "name" .name "valueFrom" .valueFrom) }}
-{{- else if ne (toString .value) "" }}
+{{- else if or (ne (toString .value) "") .keepEmpty }}
 {{- $out = append $out (dict "name" .name "value" (toString .value)) }}
 {{- end }}
 {{- end }}

@@ -138,6 +138,7 @@ keys and wrong types first; this catches what depends on several values.
 {{- if and $v.upstream.catalog.inline $v.upstream.catalog.existingConfigMap }}
 {{- $errors = append $errors "upstream.catalog: set inline or existingConfigMap, not both." }}
 {{- end }}
+{{- $errors = concat $errors (include "entitlement-sidecar.spoolErrors" . | fromJsonArray) }}
 {{- if $errors }}
 {{- fail (printf "\n\nentitlement-sidecar: invalid values:\n  - %s\n" (join "\n  - " $errors)) }}
 {{- end }}
@@ -159,6 +160,96 @@ keys and wrong types first; this catches what depends on several values.
 
 {{- define "entitlement-sidecar.needsPortSysctl" -}}
 {{- if and .Values.sidecar.unprivilegedPortSysctl (lt (int .Values.sidecar.port) 1024) }}true{{ end }}
+{{- end }}
+
+{{/*
+The event spool (SPOOL_DIR). SQLite keeps SPOOL_MAX_BYTES of event payloads in 1.3-1.8 times
+that on disk (per-row overhead, the WAL; measured with 30-176 byte events), so the default
+emptyDir gets twice maxBytes plus 64Mi: a full spool never makes the kubelet evict the pod (and
+the spool with it) for exceeding sizeLimit. Below 1.5 times maxBytes the render fails.
+*/}}
+{{- define "entitlement-sidecar.spoolDir" -}}
+{{- clean .Values.sidecar.spool.dir }}
+{{- end }}
+
+{{/* The default emptyDir sizeLimit for sidecar.spool.maxBytes, in Mi. */}}
+{{- define "entitlement-sidecar.spoolDefaultSizeLimit" -}}
+{{- $max := .Values.sidecar.spool.maxBytes | int64 }}
+{{- printf "%dMi" (add (div (add (mul 2 $max) 1048575) 1048576) 64) }}
+{{- end }}
+
+{{/* The spool's volume source: sidecar.spool.volume, else the default emptyDir (as JSON). */}}
+{{- define "entitlement-sidecar.spoolVolumeSource" -}}
+{{- $vol := .Values.sidecar.spool.volume }}
+{{- if $vol }}
+{{- toJson $vol }}
+{{- else }}
+{{- toJson (dict "emptyDir" (dict "sizeLimit" (include "entitlement-sidecar.spoolDefaultSizeLimit" .))) }}
+{{- end }}
+{{- end }}
+
+{{/* The spool volume as a YAML list item (nothing when the spool is off): (list $ctx "name"). */}}
+{{- define "entitlement-sidecar.spoolVolume" -}}
+{{- $ctx := index . 0 }}
+{{- if $ctx.Values.sidecar.spool.enabled -}}
+- name: {{ index . 1 }}
+  {{- include "entitlement-sidecar.spoolVolumeSource" $ctx | fromJson | toYaml | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+A Kubernetes quantity in bytes, printed as an integer; empty when it is not a quantity.
+Handles the binary (Ki..Ei) and decimal (k..E, m) suffixes and exponents (1e9).
+*/}}
+{{- define "entitlement-sidecar.quantityBytes" -}}
+{{- $q := toString . }}
+{{- $units := dict "" 1.0 "m" 0.001 "k" 1000.0 "M" 1000000.0 "G" 1000000000.0 "T" 1000000000000.0 "P" 1000000000000000.0 "E" 1000000000000000000.0 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "Ei" 1152921504606846976.0 }}
+{{- if regexMatch "^([0-9]+(\\.[0-9]*)?|\\.[0-9]+)[eE][+-]?[0-9]+$" $q }}
+{{- printf "%.0f" (float64 $q) }}
+{{- else if regexMatch "^([0-9]+(\\.[0-9]*)?|\\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$" $q }}
+{{- $number := regexFind "^[0-9.]+" $q }}
+{{- printf "%.0f" (mulf (float64 $number) (get $units (trimPrefix $number $q))) }}
+{{- end }}
+{{- end }}
+
+{{/* Problems with sidecar.spool, as a JSON list of messages (validate reports them). */}}
+{{- define "entitlement-sidecar.spoolErrors" -}}
+{{- $v := .Values }}
+{{- $sp := $v.sidecar.spool }}
+{{- $errors := list }}
+{{- if $sp.enabled }}
+{{- if not (hasPrefix "/" $sp.dir) }}
+{{- $errors = append $errors (printf "sidecar.spool.dir: %q is not an absolute path; set an absolute directory such as /var/spool/entitlement-sidecar (SPOOL_DIR, where the spool volume is mounted)." $sp.dir) }}
+{{- else if has (clean $sp.dir) (list "/" "/tmp") }}
+{{- $errors = append $errors (printf "sidecar.spool.dir: %q would mount the spool volume over %s; set a directory of its own such as /var/spool/entitlement-sidecar." $sp.dir (clean $sp.dir)) }}
+{{- end }}
+{{- $vol := $sp.volume }}
+{{- $sources := keys $vol | sortAlpha }}
+{{- if hasKey $vol "name" }}
+{{- $errors = append $errors "sidecar.spool.volume: give only the volume source (emptyDir, persistentVolumeClaim, ephemeral, ...); the chart names the volume." }}
+{{- else if gt (len $sources) 1 }}
+{{- $errors = append $errors (printf "sidecar.spool.volume: sets %s; a volume has exactly one source. Helm merges your map into the values it overrides: set the ones you do not want to null." (join " and " $sources)) }}
+{{- end }}
+{{- range $source := $sources }}
+{{- if has $source (list "configMap" "secret" "downwardAPI" "projected" "image") }}
+{{- $errors = append $errors (printf "sidecar.spool.volume: %s is read-only; the spool needs a writable volume (emptyDir, persistentVolumeClaim or ephemeral)." $source) }}
+{{- end }}
+{{- end }}
+{{- $maxBytes := $sp.maxBytes | int64 }}
+{{- if and (hasKey $vol "emptyDir") $vol.emptyDir (hasKey $vol.emptyDir "sizeLimit") (not (kindIs "invalid" $vol.emptyDir.sizeLimit)) }}
+{{- $limit := include "entitlement-sidecar.quantityBytes" $vol.emptyDir.sizeLimit }}
+{{- if not $limit }}
+{{- $errors = append $errors (printf "sidecar.spool.volume.emptyDir.sizeLimit: %q is not a Kubernetes quantity (e.g. 576Mi)." (toString $vol.emptyDir.sizeLimit)) }}
+{{- else if lt (float64 $limit) (mulf (float64 $maxBytes) 1.5) }}
+{{- $errors = append $errors (printf "sidecar.spool.volume.emptyDir.sizeLimit: %s cannot hold a full spool of sidecar.spool.maxBytes=%d (SQLite needs 1.3-1.8 times that on disk, and the kubelet evicts the pod, spool included, past sizeLimit). Set sizeLimit to at least %dMi (1.5 x maxBytes), better %s (2 x maxBytes + 64Mi, the default when sidecar.spool.volume is empty), or lower sidecar.spool.maxBytes." (toString $vol.emptyDir.sizeLimit) $maxBytes (div (add (div (mul 3 $maxBytes) 2) 1048575) 1048576) (include "entitlement-sidecar.spoolDefaultSizeLimit" .)) }}
+{{- end }}
+{{- end }}
+{{- $sa := $v.sidecar.standalone }}
+{{- if and $sa.enabled (hasKey $vol "persistentVolumeClaim") (or $sa.autoscaling.enabled (ne (int $sa.replicaCount) 1)) }}
+{{- $errors = append $errors "sidecar.spool.volume: one persistentVolumeClaim holds the spool of one sidecar (a second one fails to start on its lock), but the standalone Deployment runs several replicas. Set sidecar.standalone.replicaCount=1 and autoscaling.enabled=false, or use ephemeral: {volumeClaimTemplate: ...} for a claim per pod." }}
+{{- end }}
+{{- end }}
+{{- toJson $errors }}
 {{- end }}
 
 {{/* Volumes every pod of the chart needs: a writable /tmp. */}}

@@ -49,10 +49,17 @@ only when it is, so a chart including both switches with that one value.
 {{- end }}
 {{- end }}
 
-{{/* The writable /tmp the sidecar needs under a read-only root filesystem. */}}
+{{/*
+The writable /tmp the sidecar needs under a read-only root filesystem, and the volume of its event
+spool (sidecar.spool.volume; none when sidecar.spool.enabled is false). Prefixed names, so they
+never clash with your pod's own volumes.
+*/}}
 {{- define "entitlement-sidecar.volumes" -}}
 {{- $ctx := include "entitlement-sidecar.injectionContext" . | fromJson }}
 {{- include "entitlement-sidecar.tmpVolume" (dict "name" "entitlement-sidecar-tmp" "sizeLimit" $ctx.Values.tmpSizeLimit) }}
+{{- with include "entitlement-sidecar.spoolVolume" (list $ctx "entitlement-sidecar-spool") }}
+{{ . }}
+{{- end }}
 {{- end }}
 
 {{/* Pod sysctls that let the non-root sidecar bind a port below 1024 (empty otherwise). */}}
@@ -116,4 +123,8 @@ Also used by the standalone Deployment, so both forms run the same container.
   volumeMounts:
     - name: {{ ternary "entitlement-sidecar-tmp" "tmp" $injected }}
       mountPath: /tmp
+    {{- if $s.spool.enabled }}
+    - name: {{ ternary "entitlement-sidecar-spool" "spool" $injected }}
+      mountPath: {{ include "entitlement-sidecar.spoolDir" $ctx }}
+    {{- end }}
 {{- end }}
