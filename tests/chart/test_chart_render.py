@@ -45,6 +45,18 @@ EXPECTED_KINDS: dict[str, dict[str, int]] = {
         "NetworkPolicy": 1,
         "Pod": 1,
     },
+    "standalone-spool-claim": {
+        "Deployment": 1,
+        "Service": 1,
+        "PodDisruptionBudget": 1,
+        "Pod": 1,
+    },
+    "standalone-spool-ephemeral": {
+        "Deployment": 1,
+        "Service": 1,
+        "PodDisruptionBudget": 1,
+        "Pod": 1,
+    },
     "persistent-cache-redis-tls": {
         "Deployment": 1,
         "Service": 1,

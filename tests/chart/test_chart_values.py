@@ -123,6 +123,100 @@ BAD: list[tuple[str, dict[str, Any] | None, list[str]]] = [
         ["sidecar.extraEnv[1] sets TZ a second time"],
     ),
     (
+        "extraEnv sets SPOOL_DIR",
+        {"sidecar": {"extraEnv": [{"name": "SPOOL_DIR", "value": "/data"}]}},
+        ["sidecar.extraEnv[0] sets SPOOL_DIR, which the chart manages (from sidecar.spool.dir)"],
+    ),
+    (
+        "extraEnv sets SPOOL_MAX_BYTES of a disabled spool",
+        {
+            "sidecar": {
+                "spool": {"enabled": False},
+                "extraEnv": [{"name": "SPOOL_MAX_BYTES", "value": "1"}],
+            }
+        },
+        [
+            "sidecar.extraEnv[0] sets SPOOL_MAX_BYTES, which the chart manages (from sidecar.spool.maxBytes)"
+        ],
+    ),
+    (
+        "spool dir relative",
+        {"sidecar": {"spool": {"dir": "var/spool"}}},
+        ['sidecar.spool.dir: "var/spool" is not an absolute path'],
+    ),
+    (
+        "spool dir /tmp",
+        {"sidecar": {"spool": {"dir": "/tmp/"}}},
+        ['sidecar.spool.dir: "/tmp/" would mount the spool volume over /tmp'],
+    ),
+    ("spool dir empty", {"sidecar": {"spool": {"dir": ""}}}, ["at '/sidecar/spool/dir'"]),
+    (
+        "spool emptyDir only as big as maxBytes",
+        {
+            "sidecar": {
+                "spool": {"maxBytes": 1073741824, "volume": {"emptyDir": {"sizeLimit": "1Gi"}}}
+            }
+        },
+        [
+            "sidecar.spool.volume.emptyDir.sizeLimit: 1Gi cannot hold a full spool of sidecar.spool.maxBytes=1073741824",
+            "Set sizeLimit to at least 1536Mi (1.5 x maxBytes), better 2112Mi",
+        ],
+    ),
+    (
+        "spool sizeLimit not a quantity",
+        {"sidecar": {"spool": {"volume": {"emptyDir": {"sizeLimit": "lots"}}}}},
+        ['sidecar.spool.volume.emptyDir.sizeLimit: "lots" is not a Kubernetes quantity'],
+    ),
+    (
+        "spool volume with two sources",
+        {"sidecar": {"spool": {"volume": {"emptyDir": {}, "hostPath": {"path": "/x"}}}}},
+        ["sidecar.spool.volume: sets emptyDir and hostPath; a volume has exactly one source"],
+    ),
+    (
+        "spool volume read-only",
+        {"sidecar": {"spool": {"volume": {"configMap": {"name": "c"}}}}},
+        ["sidecar.spool.volume: configMap is read-only"],
+    ),
+    (
+        "spool volume named",
+        {"sidecar": {"spool": {"volume": {"name": "mine", "emptyDir": {}}}}},
+        ["sidecar.spool.volume: give only the volume source", "the chart names the volume"],
+    ),
+    (
+        "spool claim shared by standalone replicas",
+        {
+            "sidecar": {
+                "spool": {"volume": {"persistentVolumeClaim": {"claimName": "spool"}}},
+                "standalone": {
+                    "enabled": True,
+                    "replicaCount": 1,
+                    "autoscaling": {"enabled": True},
+                },
+            }
+        },
+        ["sidecar.spool.volume: one persistentVolumeClaim holds the spool of one sidecar"],
+    ),
+    (
+        "spool maxBytes below the sidecar's floor",
+        {"sidecar": {"spool": {"maxBytes": 10}}},
+        ["at '/sidecar/spool/maxBytes'", "minimum: got 10, want 1,024"],
+    ),
+    (
+        "spool maxBytes as a string",
+        {"sidecar": {"spool": {"maxBytes": "256Mi"}}},
+        ["at '/sidecar/spool/maxBytes'", "want integer"],
+    ),
+    (
+        "spool unknown key",
+        {"sidecar": {"spool": {"sizeLimit": "1Gi"}}},
+        ["at '/sidecar/spool'", "additional properties 'sizeLimit' not allowed"],
+    ),
+    (
+        "spool volume not an object",
+        {"sidecar": {"spool": {"volume": "emptyDir"}}},
+        ["at '/sidecar/spool/volume'", "want object"],
+    ),
+    (
         "catalog twice",
         {"upstream": {"enabled": True, "catalog": {"inline": "x: 1", "existingConfigMap": "c"}}},
         ["upstream.catalog: set inline or existingConfigMap, not both"],
