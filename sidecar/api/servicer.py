@@ -29,6 +29,7 @@ from entitlements.errors import (
 )
 from entitlements.model.state import CustomerSnapshot, DenialReason
 from sidecar.api import convert, validation
+from sidecar.api.answers import Answers
 from sidecar.api.validation import MalformedBody
 from sidecar.evaluation.fallback import FallbackValues
 from sidecar.evaluation.getters import (
@@ -52,6 +53,9 @@ Resp = TypeVar("Resp")
 Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]
 # What a single-feature answer is counted as: (is_fallback, has_access, denial reason).
 Outcome = tuple[bool, bool, DenialReason | None]
+# Answers written straight as bytes (sidecar/api/answers.py): None leaves the answer to
+# evaluate() and build().
+Fast = Callable[[CustomerSnapshot, datetime], tuple[bytes, Outcome] | None]
 
 
 def status_for(exc: SidecarError) -> grpc.StatusCode:
@@ -162,6 +166,7 @@ class SidecarServicer:
         self._fallbacks = fallbacks
         self._latency = {m: metrics.request_latency.labels(m) for m in METHODS}
         self._fallback_counters = {m: metrics.fallbacks.labels(m) for m in METHODS}
+        self._answers = Answers()
 
     def _count(self, method: str, result: Result) -> None:
         self._count_outcome(method, (result.is_fallback, result.has_access, result.reason))
@@ -199,17 +204,23 @@ class SidecarServicer:
         name: str | None,
         evaluate: Callable[[datetime], Result],
         build: Callable[[Result], Message],
+        fast: Fast | None = None,
     ) -> bytes:
         """A single-feature answer: memoized bytes, or evaluated, counted and memoized."""
         memoized = self._recall(method, snapshot, name)
         if memoized is not None:
             return memoized
         now = self._service.now()
-        result = evaluate(now)
-        self._count(method, result)
-        data: bytes = build(result).SerializeToString()
+        answered = fast(snapshot, now) if fast is not None and snapshot is not None else None
+        if answered is not None:
+            data, outcome = answered
+            self._count_outcome(method, outcome)
+        else:
+            result = evaluate(now)
+            self._count(method, result)
+            data = build(result).SerializeToString()
+            outcome = (result.is_fallback, result.has_access, result.reason)
         if snapshot is not None and name is not None:
-            outcome: Outcome = (result.is_fallback, result.has_access, result.reason)
             until = self._service.horizon(snapshot, now)
             self._service.remember_view(snapshot, name, data, until, outcome)
         return data
@@ -221,6 +232,7 @@ class SidecarServicer:
         kind: Kind,
         build: Callable[[Result], Message],
         memo: tuple[object, ...] = (),
+        fast: Fast | None = None,
         **extra: Any,
     ) -> bytes:
         """Evaluate one typed getter, memoized per cached snapshot and request parameters."""
@@ -242,7 +254,7 @@ class SidecarServicer:
             )
 
         name = _view_name(method, feature_id, options, memo)
-        return self._answer(method, snapshot, name, evaluate, build)
+        return self._answer(method, snapshot, name, evaluate, build, fast)
 
     @rpc("GetBooleanEntitlement")
     async def GetBooleanEntitlement(
@@ -282,12 +294,16 @@ class SidecarServicer:
                 entitlement=convert.metered(result),
             )
 
+        def fast(snapshot: CustomerSnapshot, now: datetime) -> tuple[bytes, Outcome] | None:
+            return self._answers.metered(snapshot, request.feature_id, now, requested)
+
         return await self._typed(
             "GetMeteredEntitlement",
             request,
             Kind.METERED,
             build,
             (requested,),
+            fast,
             requested_usage=requested,
         )
 
@@ -399,12 +415,16 @@ class SidecarServicer:
             if memoized is not None:
                 return memoized
         now = self._service.now()
-        result = entitlement_list(
-            snapshot, now, include_credits=include_credits, global_fallbacks=self._fallbacks
-        )
-        self._count_list(method, result)
-        build = convert.list_v2 if include_credits else convert.list_v1
-        data = build(result).SerializeToString()
+        if snapshot is not None:
+            # Evaluated from the state, never a fallback: nothing to count.
+            data = self._answers.entitlement_list(snapshot, now, v2=include_credits)
+        else:
+            result = entitlement_list(
+                snapshot, now, include_credits=include_credits, global_fallbacks=self._fallbacks
+            )
+            self._count_list(method, result)
+            build = convert.list_v2 if include_credits else convert.list_v1
+            data = build(result).SerializeToString()
         if snapshot is not None:
             self._service.remember_view(
                 snapshot, method, data, self._service.horizon(snapshot, now)

@@ -85,7 +85,7 @@ class ListResult:
     is_fallback: bool
 
 
-def _numeric_value(limit: float | None) -> int | None:
+def numeric_value(limit: float | None) -> int | None:
     if limit is None:
         return None
     return max(-INT32_MAX - 1, min(INT32_MAX, int(limit)))
@@ -120,7 +120,7 @@ def _from_decision(
         usage_limit=ent.usage_limit,
         is_unlimited=ent.unlimited,
         soft_limit=decision.soft_limit,
-        value=_numeric_value(ent.usage_limit),
+        value=numeric_value(ent.usage_limit),
         enum_values=ent.enum_values,
         requested_usage=requested_usage,
         requested_values=requested_values,

@@ -165,11 +165,30 @@ def decide_feature(
     usage = effective_usage(entitlement, snapshot.feature_usage.get(feature_id), now)
     if entitlement.credit_rate is not None:
         return _decide_credit_backed(snapshot, entitlement, usage, requested_usage)
+    denial = metered_denial(entitlement, usage.current_usage, requested_usage)
+    # soft_limit is the entitlement's own: with neither unlimited nor soft set it is False.
+    return FeatureDecision(denial is None, denial, entitlement, usage, entitlement.soft_limit)
+
+
+def usage_dependent(entitlement: FeatureEntitlement) -> bool:
+    """Whether :func:`decide_feature` reads usage, a wallet or the clock for ``entitlement``.
+
+    When False its decision follows from the entitlement alone (and, for an enum, the requested
+    values), so it can be computed once per entitlement state; callers that cache it
+    (sidecar/api/answers.py) rely on this staying in step with ``decide_feature``.
+    """
+    return entitlement.denial_reason is None and entitlement.feature.is_metered
+
+
+def metered_denial(
+    entitlement: FeatureEntitlement, current_usage: float, requested_usage: float
+) -> DenialReason | None:
+    """The rule of a metered feature that is not credit-backed: None grants access."""
     if entitlement.unlimited or entitlement.soft_limit:
-        return FeatureDecision(True, None, entitlement, usage, entitlement.soft_limit)
-    if _within_limit(entitlement, usage.current_usage, requested_usage):
-        return FeatureDecision(True, None, entitlement, usage)
-    return FeatureDecision(False, DenialReason.REQUESTED_USAGE_EXCEEDING_LIMIT, entitlement, usage)
+        return None
+    if _within_limit(entitlement, current_usage, requested_usage):
+        return None
+    return DenialReason.REQUESTED_USAGE_EXCEEDING_LIMIT
 
 
 def _decide_credit_backed(
