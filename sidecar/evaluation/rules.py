@@ -98,14 +98,22 @@ def stable_until(snapshot: CustomerSnapshot, now: datetime) -> datetime | None:
     earliest current period end every decision (and every response built from
     them) stays the same. None: nothing here changes with time.
     """
-    ends = [
-        usage.period_end
-        for fid, ent in snapshot.state.features.items()
-        if ent.feature.is_metered
-        and (usage := effective_usage(ent, snapshot.feature_usage.get(fid), now)).period_end
-        is not None
-    ]
-    return min((end for end in ends if end is not None), default=None)
+    # Called on every evaluated answer of a new snapshot (each usage update makes one), so the
+    # common case, a record whose period is still running, skips building an EffectiveUsage.
+    earliest: datetime | None = None
+    feature_usage = snapshot.feature_usage
+    for fid, ent in snapshot.state.features.items():
+        if not ent.feature.is_metered:
+            continue
+        record = feature_usage.get(fid)
+        if record is not None and not rolled_over(record.period_end, now):
+            end = record.period_end
+        else:
+            end = effective_usage(ent, record, now).period_end
+        # Strictly earlier: of equal instants the first is kept, as min() did.
+        if end is not None and (earliest is None or end < earliest):
+            earliest = end
+    return earliest
 
 
 def wallet_view(snapshot: CustomerSnapshot, currency_id: str) -> WalletView | None:

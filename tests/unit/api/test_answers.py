@@ -33,6 +33,7 @@ from entitlements.model.state import (
 from sidecar.api import convert
 from sidecar.api.answers import Answers
 from sidecar.evaluation.getters import Kind, entitlement_list, typed_entitlement
+from sidecar.evaluation.rules import effective_usage, stable_until
 from sidecar.pb import sidecar_pb2 as pb
 from tests.builders import NOW, boolean, metered, snapshot, usage
 
@@ -156,8 +157,20 @@ def reference_metered(
     return message.SerializeToString(), (result.is_fallback, result.has_access, result.reason)
 
 
+def reference_stable_until(snap: CustomerSnapshot, now: datetime) -> datetime | None:
+    """stable_until as first written: the earliest effective period end of a metered feature."""
+    ends = [
+        effective_usage(ent, snap.feature_usage.get(fid), now).period_end
+        for fid, ent in snap.state.features.items()
+        if ent.feature.is_metered
+    ]
+    return min((end for end in ends if end is not None), default=None)
+
+
 def check_run(answers: Answers, run: Sequence[tuple[CustomerSnapshot, datetime, float]]) -> None:
     for snap, now, requested in run:
+        # Every memoized answer lives until this instant; it is computed per new snapshot.
+        assert stable_until(snap, now) == reference_stable_until(snap, now)
         for v2 in (True, False):
             assert answers.entitlement_list(snap, now, v2=v2) == reference_list(snap, now, v2)
         for feature_id, entitlement in snap.state.features.items():
