@@ -152,7 +152,11 @@ class _Metered:
 
     def body(self, current_usage: float, start: datetime | None, end: datetime | None) -> bytes:
         tail = self._tail
-        if tail is None or not (_same_instant(start, tail[0]) and _same_instant(end, tail[1])):
+        if tail is None or not (
+            # The same record's (or period's) datetimes, usually: identity first.
+            (start is tail[0] and end is tail[1])
+            or (_same_instant(start, tail[0]) and _same_instant(end, tail[1]))
+        ):
             ends = wire.framed(b"\x52", wire.timestamp(end)) if end is not None else b""
             fields = ends + self._anchor
             if start is not None:
@@ -298,8 +302,17 @@ class Answers:
         self, snapshot: CustomerSnapshot, feature_id: str, now: datetime, requested_usage: float
     ) -> tuple[bytes, Outcome] | None:
         """``GetMeteredEntitlementResponse`` bytes, or None: ask the reference path."""
-        plan = self._plan(snapshot.state).feature(feature_id, snapshot, now)
-        if plan is None or plan.kind is not Kind.METERED:
+        state = snapshot.state
+        held = self._plans.get(id(state))
+        # Every read of a metered feature comes here: the plan's lookups inlined.
+        plan = (
+            held.features.get(feature_id) if held is not None and held.state is state else None
+        )
+        if plan is None:
+            plan = self._plan(state).feature(feature_id, snapshot, now)
+            if plan is None:
+                return None
+        if plan.kind is not Kind.METERED:
             return None
         if isinstance(plan, _Metered):
             current, start, end = plan.usage(snapshot.feature_usage.get(feature_id), now)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import hypothesis.strategies as st
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 
 import sidecar.api.answers as answers_module
 from entitlements.model.state import (
@@ -37,7 +37,14 @@ from sidecar.evaluation.rules import effective_usage, stable_until
 from sidecar.pb import sidecar_pb2 as pb
 from tests.builders import NOW, boolean, metered, snapshot, usage
 
-SETTINGS = settings(max_examples=300, derandomize=True, deadline=None)
+# A run is a whole state with several snapshots: generating one is slow by design, and slower
+# still on a loaded machine, where the too_slow health check would fail the test for it.
+SETTINGS = settings(
+    max_examples=300,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 # Instants within a few years of NOW, in UTC and (less often) in another zone; a few of them
 # recur, so that equal instants in different zones meet in one run (a sub-second offset: their
