@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 from typing import Any
 
@@ -95,19 +96,22 @@ async def stream(request: web.Request) -> web.StreamResponse:
     )
     await response.prepare(request)
     # Subscribe before reading the head: nothing committed after ``hello`` can be missed.
-    async with hub.subscribe() as subscription:
-        with request.app[UPSTREAM].store.transaction() as tx:
-            head = tx.head_seq()
-        await response.write(f"event: hello\ndata: {json.dumps({'seq': head})}\n\n".encode())
-        ping = request.app[PING_SECONDS]
-        while True:
-            try:
-                item = await asyncio.wait_for(subscription.queue.get(), ping)
-            except TimeoutError:
-                await response.write(b": ping\n\n")
-                continue
-            if item is None:
-                break
-            seq, payload = item
-            await response.write(f"event: change\nid: {seq}\ndata: {payload}\n\n".encode())
+    # A subscriber that goes away is the normal end of a stream, not an error of ours.
+    with contextlib.suppress(ConnectionResetError):
+        async with hub.subscribe() as subscription:
+            with request.app[UPSTREAM].store.transaction() as tx:
+                head = tx.head_seq()
+            hello = f"event: hello\ndata: {json.dumps({'seq': head})}\n\n"
+            await response.write(hello.encode())
+            ping = request.app[PING_SECONDS]
+            while True:
+                try:
+                    item = await asyncio.wait_for(subscription.queue.get(), ping)
+                except TimeoutError:
+                    await response.write(b": ping\n\n")
+                    continue
+                if item is None:
+                    break
+                seq, payload = item
+                await response.write(f"event: change\nid: {seq}\ndata: {payload}\n\n".encode())
     return response
