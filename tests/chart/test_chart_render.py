@@ -242,6 +242,7 @@ def test_standalone_service_port_80_to_the_grpc_container_port(renders: Renders)
     env = env_of(c)
     assert env["PORT"] == "80" and env["BIND_ADDRESS"] == "0.0.0.0"
     assert env["STARTUP_WAIT_SECONDS"] == "-1", "standalone readiness is strict by default"
+    assert env["WORKERS"] == "1", "one process per pod unless asked"
     assert env["CACHE_MAX_SIZE_BYTES"] == "402653184", "large numbers must not print as floats"
     assert env["MAX_MESSAGE_BYTES"] == "4194304"
 
@@ -364,3 +365,11 @@ def test_off_by_default_extras(renders: Renders) -> None:
     for scenario in ("persistent-cache-redis-tls", "upstream-statefulset"):
         found = kinds(renders(scenario))
         assert "ServiceMonitor" not in found and "NetworkPolicy" not in found
+
+
+def test_standalone_workers_reach_the_container(chart: helm_python.Chart) -> None:
+    values = deep_merge(
+        scenario_values("standalone-hpa"), {"sidecar": {"standalone": {"workers": 2}}}
+    )
+    template = one(render(chart, values), "Deployment")["spec"]["template"]
+    assert env_of(template["spec"]["containers"][0])["WORKERS"] == "2"

@@ -34,6 +34,11 @@ BAD: list[tuple[str, dict[str, Any] | None, list[str]]] = [
     ),
     ("unknown top-level key", {"replicas": 3}, ["additional properties 'replicas' not allowed"]),
     (
+        "no workers",
+        {"sidecar": {"standalone": {"workers": 0}}},
+        ["at '/sidecar/standalone/workers'", "minimum"],
+    ),
+    (
         "misspelled nested key",
         {"persistentCache": {"serviceAccount": {"anotations": {}}}},
         ["'anotations' not allowed"],

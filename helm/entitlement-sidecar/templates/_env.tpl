@@ -73,6 +73,9 @@ Numbers go through int64: values arrive as JSON numbers (float64) and must not p
 {{- $e = append $e (dict "name" "UPSTREAM_TIMEOUT_SECONDS" "from" "sidecar.upstreamTimeoutSeconds" "value" (toString $s.upstreamTimeoutSeconds)) }}
 {{- $e = append $e (dict "name" "UPSTREAM_RETRIES" "from" "sidecar.upstreamRetries" "value" ($s.upstreamRetries | int64 | toString)) }}
 {{- $e = append $e (dict "name" "STARTUP_WAIT_SECONDS" "from" (printf "sidecar.%s.startupWaitSeconds" .mode) "value" ($m.startupWaitSeconds | int64 | toString)) }}
+{{- if hasKey $m "workers" }}
+{{- $e = append $e (dict "name" "WORKERS" "from" (printf "sidecar.%s.workers" .mode) "value" ($m.workers | int64 | toString)) }}
+{{- end }}
 {{- $e = append $e (dict "name" "ENTITLEMENTS_FALLBACK" "from" "sidecar.entitlementsFallback" "value" (ternary (toJson $s.entitlementsFallback) "" (not (empty $s.entitlementsFallback)))) }}
 {{- $e = append $e (dict "name" "CACHE_MAX_SIZE_BYTES" "from" "sidecar.cacheMaxSizeBytes" "value" (ternary "" ($s.cacheMaxSizeBytes | int64 | toString) (kindIs "invalid" $s.cacheMaxSizeBytes))) }}
 {{- $e = append $e (dict "name" "LOG_LEVEL" "from" "sidecar.logLevel" "value" (default $v.logLevel $s.logLevel)) }}
