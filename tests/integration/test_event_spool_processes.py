@@ -5,8 +5,6 @@ same database; the spool drains and upstream counted each distinct event once.""
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,51 +13,20 @@ import pytest
 
 from sidecar.pb import sidecar_pb2 as pb
 from sidecar.pb import sidecar_pb2_grpc as pb_grpc
-from tests.integration.test_lifecycle_processes import Process, http_status, metric, wait_until
+from tests.integration.processes import (
+    KEY,
+    Process,
+    Upstream,
+    http_status,
+    metric,
+    started_upstream,
+    wait_until,
+)
 from tests.redis_server import free_port
 
 pytestmark = pytest.mark.timeout(120)
-KEY = "right-key"
 BATCH = 50
 DUPLICATES_PER_BATCH = 10
-
-
-class Upstream:
-    def __init__(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: Process | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        self.starts += 1
-        self.proc = Process(
-            "upstream.main",
-            {
-                "SERVER_API_KEY": KEY,
-                "UPSTREAM_PORT": str(self.port),
-                "UPSTREAM_DATABASE": str(self.tmp_path / "upstream.db"),
-            },
-            self.tmp_path / f"upstream-{self.starts}.log",
-        )
-        wait_until(lambda: http_status(self.port, "/livez") == 200, "upstream", self.proc)
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-
-    def request(self, path: str, body: object | None = None) -> dict[str, object]:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            self.url + path,
-            data=data,
-            headers={"X-API-KEY": KEY, "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            answer = json.loads(response.read())
-        assert isinstance(answer, dict)
-        return answer
 
 
 class SidecarProcess:
@@ -105,9 +72,7 @@ class SidecarProcess:
 
 @pytest.fixture
 def upstream(tmp_path: Path) -> Iterator[Upstream]:
-    up = Upstream(tmp_path)
-    up.start()
-    up.request("/v1/customers", {"id": "acme", "subscription": {"planId": "free"}})
+    up = started_upstream(tmp_path)
     try:
         yield up
     finally:

@@ -6,15 +6,8 @@ and default ports that do not collide on one host.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -25,80 +18,12 @@ from persistent_cache.settings import Settings as CacheSettings
 from sidecar.pb import sidecar_pb2 as pb
 from sidecar.pb import sidecar_pb2_grpc as pb_grpc
 from sidecar.settings import Settings as SidecarSettings
+from tests.integration.processes import Process, http_status, metric, wait_until
 from tests.redis_server import RedisServer, free_port
 from upstream.settings import UpstreamSettings
 
 pytestmark = pytest.mark.timeout(120)
 DEADLINE_SECONDS = 30.0
-
-
-class Process:
-    """A service started as its own process, stderr kept in a file for the test to read."""
-
-    def __init__(self, module: str, env: dict[str, str], log: Path) -> None:
-        self.log = log
-        with log.open("wb") as sink:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", module],
-                env={**os.environ, "LOG_FORMAT": "json", **env},
-                stdout=subprocess.DEVNULL,
-                stderr=sink,
-            )
-
-    def lines(self) -> list[str]:
-        return self.log.read_text().splitlines()
-
-    def events(self) -> list[dict[str, object]]:
-        found = []
-        for line in self.lines():
-            try:
-                found.append(json.loads(line))
-            except ValueError:
-                continue
-        return found
-
-    def stop(self, timeout: float = 10.0) -> tuple[int, float]:
-        """SIGTERM, then the exit status and how long the exit took."""
-        started = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=timeout)
-        return code, time.monotonic() - started
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def wait_until(condition: Callable[[], bool], what: str, proc: Process | None = None) -> None:
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while not condition():
-        if proc is not None and proc.proc.poll() is not None:
-            pytest.fail(
-                f"process exited ({proc.proc.returncode}) waiting for {what}:\n"
-                + "\n".join(proc.lines())
-            )
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def http_status(port: int, path: str) -> int | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return None
-
-
-def metric(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-        for line in resp.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    raise AssertionError(f"{name} not exported")
 
 
 def unused_address() -> str:

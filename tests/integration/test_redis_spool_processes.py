@@ -12,8 +12,15 @@ import pytest
 
 from sidecar.pb import sidecar_pb2 as pb
 from sidecar.pb import sidecar_pb2_grpc as pb_grpc
-from tests.integration.test_event_spool_processes import KEY, Upstream
-from tests.integration.test_lifecycle_processes import Process, http_status, metric, wait_until
+from tests.integration.processes import (
+    KEY,
+    Process,
+    Upstream,
+    http_status,
+    metric,
+    started_upstream,
+    wait_until,
+)
 from tests.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -53,9 +60,7 @@ class RedisSpoolSidecar:
 
 @pytest.fixture
 def upstream(tmp_path: Path) -> Iterator[Upstream]:
-    up = Upstream(tmp_path)
-    up.start()
-    up.request("/v1/customers", {"id": "acme", "subscription": {"planId": "free"}})
+    up = started_upstream(tmp_path)
     try:
         yield up
     finally:

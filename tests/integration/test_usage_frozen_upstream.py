@@ -25,7 +25,7 @@ from sidecar.pb import sidecar_pb2 as pb
 from sidecar.pb import sidecar_pb2_grpc as pb_grpc
 from sidecar.source.http_upstream import HttpUpstreamSource
 from tests.conftest import make_settings, wait_for
-from tests.integration.test_lifecycle_processes import Process, http_status, wait_until
+from tests.integration.processes import Process, http_status, wait_until
 from tests.redis_server import free_port
 
 pytestmark = pytest.mark.timeout(120)
