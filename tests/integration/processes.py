@@ -18,8 +18,10 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 import pytest
 
+from sidecar.pb import sidecar_pb2_grpc as pb_grpc
 from tests.redis_server import free_port
 
 DEADLINE_SECONDS = 30.0
@@ -140,3 +142,32 @@ def started_upstream(tmp_path: Path) -> Upstream:
     up.start()
     up.request("/v1/customers", {"id": "acme", "subscription": {"planId": "free"}})
     return up
+
+
+class SidecarProcess:
+    """A sidecar reading through ``upstream``, ready, with a stub; ``env`` adds or overrides
+    settings. Tight upstream timeouts and no retries unless asked, so outages show quickly."""
+
+    def __init__(self, upstream: Upstream, log: Path, **env: str) -> None:
+        self.grpc_port, self.http_port = free_port(), free_port()
+        self.proc = Process(
+            "sidecar.main",
+            {
+                "PORT": str(self.grpc_port),
+                "HTTP_PORT": str(self.http_port),
+                "SERVER_API_KEY": KEY,
+                "API_URL": upstream.url,
+                "STARTUP_WAIT_SECONDS": "0",
+                "UPSTREAM_TIMEOUT_SECONDS": "1",
+                "UPSTREAM_RETRIES": "0",
+                **env,
+            },
+            log,
+        )
+        wait_until(lambda: http_status(self.http_port, "/readyz") == 200, "sidecar", self.proc)
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
+        self.stub = pb_grpc.SidecarServiceStub(self.channel)
+
+    def kill(self) -> None:
+        self.channel.close()
+        self.proc.kill()

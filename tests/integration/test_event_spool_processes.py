@@ -8,47 +8,25 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
 from sidecar.pb import sidecar_pb2 as pb
-from sidecar.pb import sidecar_pb2_grpc as pb_grpc
 from tests.integration.processes import (
-    KEY,
-    Process,
+    SidecarProcess,
     Upstream,
-    http_status,
     metric,
     started_upstream,
     wait_until,
 )
-from tests.redis_server import free_port
 
 pytestmark = pytest.mark.timeout(120)
 BATCH = 50
 DUPLICATES_PER_BATCH = 10
 
 
-class SidecarProcess:
+class SpoolSidecar(SidecarProcess):
     def __init__(self, upstream: Upstream, spool: Path, log: Path) -> None:
-        self.grpc_port, self.http_port = free_port(), free_port()
-        self.proc = Process(
-            "sidecar.main",
-            {
-                "PORT": str(self.grpc_port),
-                "HTTP_PORT": str(self.http_port),
-                "SERVER_API_KEY": KEY,
-                "API_URL": upstream.url,
-                "SPOOL_DIR": str(spool),
-                "STARTUP_WAIT_SECONDS": "0",
-                "UPSTREAM_TIMEOUT_SECONDS": "1",
-                "UPSTREAM_RETRIES": "0",
-            },
-            log,
-        )
-        wait_until(lambda: http_status(self.http_port, "/readyz") == 200, "sidecar", self.proc)
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
-        self.stub = pb_grpc.SidecarServiceStub(self.channel)
+        super().__init__(upstream, log, SPOOL_DIR=str(spool))
 
     def report(self, keys: list[str]) -> None:
         events = [
@@ -64,10 +42,6 @@ class SidecarProcess:
 
     def spooled(self) -> float:
         return metric(self.http_port, "sidecar_spool_events")
-
-    def kill(self) -> None:
-        self.channel.close()
-        self.proc.kill()
 
 
 @pytest.fixture
@@ -96,7 +70,7 @@ def test_events_acknowledged_in_an_outage_across_a_sidecar_sigkill_count_once(
     acknowledged = 0
     upstream.kill()  # the outage starts
 
-    first = SidecarProcess(upstream, spool, tmp_path / "sidecar-1.log")
+    first = SpoolSidecar(upstream, spool, tmp_path / "sidecar-1.log")
     try:
         for batch in batches(0, 300, sent):
             first.report(batch)  # returns only once the batch is on disk
@@ -105,7 +79,7 @@ def test_events_acknowledged_in_an_outage_across_a_sidecar_sigkill_count_once(
     finally:
         first.kill()  # SIGKILL: no drain, no goodbye
 
-    second = SidecarProcess(upstream, spool, tmp_path / "sidecar-2.log")
+    second = SpoolSidecar(upstream, spool, tmp_path / "sidecar-2.log")
     try:
         assert second.spooled() == acknowledged  # nothing acknowledged was lost
         for batch in batches(300, 200, sent):

@@ -7,55 +7,34 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
 from sidecar.pb import sidecar_pb2 as pb
-from sidecar.pb import sidecar_pb2_grpc as pb_grpc
 from tests.integration.processes import (
-    KEY,
-    Process,
+    SidecarProcess,
     Upstream,
-    http_status,
     metric,
     started_upstream,
     wait_until,
 )
-from tests.redis_server import RedisServer, free_port
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(120)
 
 
-class RedisSpoolSidecar:
+class RedisSpoolSidecar(SidecarProcess):
     def __init__(self, upstream: Upstream, redis: RedisServer, prefix: str, log: Path) -> None:
-        self.grpc_port, self.http_port = free_port(), free_port()
-        self.proc = Process(
-            "sidecar.main",
-            {
-                "PORT": str(self.grpc_port),
-                "HTTP_PORT": str(self.http_port),
-                "SERVER_API_KEY": KEY,
-                "API_URL": upstream.url,
-                "SPOOL_BACKEND": "redis",
-                "SPOOL_DIR": "",
-                "USAGE_BUFFERING": "1",
-                "REDIS_ENVIRONMENT_PREFIX": prefix,
-                "REDIS_HOST": "127.0.0.1",
-                "REDIS_PORT": str(redis.port),
-                "REDIS_TIMEOUT_MS": "2000",
-                "STARTUP_WAIT_SECONDS": "0",
-                "UPSTREAM_TIMEOUT_SECONDS": "1",
-                "UPSTREAM_RETRIES": "0",
-            },
+        super().__init__(
+            upstream,
             log,
+            SPOOL_BACKEND="redis",
+            SPOOL_DIR="",
+            USAGE_BUFFERING="1",
+            REDIS_ENVIRONMENT_PREFIX=prefix,
+            REDIS_HOST="127.0.0.1",
+            REDIS_PORT=str(redis.port),
+            REDIS_TIMEOUT_MS="2000",
         )
-        wait_until(lambda: http_status(self.http_port, "/readyz") == 200, "sidecar", self.proc)
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
-        self.stub = pb_grpc.SidecarServiceStub(self.channel)
-
-    def kill(self) -> None:
-        self.channel.close()
-        self.proc.kill()
 
 
 @pytest.fixture

@@ -9,46 +9,25 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
 from sidecar.pb import sidecar_pb2 as pb
-from sidecar.pb import sidecar_pb2_grpc as pb_grpc
 from tests.integration.processes import (
-    KEY,
-    Process,
+    SidecarProcess,
     Upstream,
-    http_status,
     metric,
     started_upstream,
     wait_until,
 )
-from tests.redis_server import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
 
-class BufferingSidecar:
+class BufferingSidecar(SidecarProcess):
     def __init__(self, upstream: Upstream, spool: Path, log: Path) -> None:
-        self.grpc_port, self.http_port = free_port(), free_port()
-        self.proc = Process(
-            "sidecar.main",
-            {
-                "PORT": str(self.grpc_port),
-                "HTTP_PORT": str(self.http_port),
-                "SERVER_API_KEY": KEY,
-                "API_URL": upstream.url,
-                "SPOOL_DIR": str(spool),
-                "USAGE_BUFFERING": "1",
-                "STARTUP_WAIT_SECONDS": "0",
-                "UPSTREAM_TIMEOUT_SECONDS": "1",
-                "UPSTREAM_RETRIES": "1",
-            },
-            log,
+        super().__init__(
+            upstream, log, SPOOL_DIR=str(spool), USAGE_BUFFERING="1", UPSTREAM_RETRIES="1"
         )
-        wait_until(lambda: http_status(self.http_port, "/readyz") == 200, "sidecar", self.proc)
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
-        self.stub = pb_grpc.SidecarServiceStub(self.channel)
 
     def report(self, key: str) -> pb.ReportUsageResponse:
         request = pb.ReportUsageRequest(
@@ -66,10 +45,6 @@ class BufferingSidecar:
 
     def spooled(self) -> float:
         return metric(self.http_port, "sidecar_spool_usage_reports")
-
-    def kill(self) -> None:
-        self.channel.close()
-        self.proc.kill()
 
 
 @pytest.fixture
