@@ -494,7 +494,7 @@ def decode_credit(reader: JsonReader) -> CreditEntitlement:
     )
 
 
-def decode_usage_dict(data: object, path: str = "$") -> UsageRecord:
+def _checked_usage_dict(data: object, path: str) -> UsageRecord:
     reader = JsonReader(data, path)
     _check_schema(reader)
     return UsageRecord(
@@ -506,7 +506,7 @@ def decode_usage_dict(data: object, path: str = "$") -> UsageRecord:
     )
 
 
-def decode_state_dict(data: object, path: str = "$") -> EntitlementState:
+def _checked_state_dict(data: object, path: str) -> EntitlementState:
     reader = JsonReader(data, path)
     _check_schema(reader)
     features: dict[str, FeatureEntitlement] = {}
@@ -535,13 +535,245 @@ def _usage_map(reader: JsonReader, key: str) -> dict[str, UsageRecord]:
     return {k: decode_usage_dict(v, f"{raw.path}.{k}") for k, v in raw.data.items()}
 
 
-def decode_snapshot_dict(data: object, path: str = "$") -> CustomerSnapshot:
-    state = decode_state_dict(data, path)
+def _checked_snapshot_dict(data: object, path: str) -> CustomerSnapshot:
+    state = _checked_state_dict(data, path)
     reader = JsonReader(data, path)
     return CustomerSnapshot(
         state=state,
         feature_usage=_usage_map(reader, "featureUsage"),
         credit_usage=_usage_map(reader, "creditUsage"),
+    )
+
+
+# The decoders below are what callers use. Each first tries a quick decoder that accepts only
+# input the checked decoder above would accept, producing the same value, and gives up (any
+# exception) on anything else; the checked decoder then either names what is wrong or decodes
+# the unusual-but-valid input. The quick path exists because decoding is on every read that
+# misses the hot cache: the checked decoder spent ~13 us per entitlement building readers and
+# error paths it almost never needs. tests/unit/test_state_quick_decode.py holds the two equal.
+
+
+def decode_usage_dict(data: object, path: str = "$") -> UsageRecord:
+    try:
+        return _quick_usage(data)
+    except Exception:
+        return _checked_usage_dict(data, path)
+
+
+def decode_state_dict(data: object, path: str = "$") -> EntitlementState:
+    try:
+        return _quick_state(data)
+    except Exception:
+        return _checked_state_dict(data, path)
+
+
+def decode_snapshot_dict(data: object, path: str = "$") -> CustomerSnapshot:
+    try:
+        return _quick_snapshot(data)
+    except Exception:
+        return _checked_snapshot_dict(data, path)
+
+
+class _Refused(Exception):
+    """The quick path does not take this input; the checked decoder will."""
+
+
+_FEATURE_TYPES = {member.value: member for member in FeatureType}
+_METER_TYPES = {member.value: member for member in MeterType}
+_RESET_PERIODS = {member.value: member for member in ResetPeriod}
+_DENIAL_REASONS = {member.value: member for member in DenialReason}
+
+
+def _q_str(value: object) -> str | None:
+    if value is None or type(value) is str:
+        return value
+    raise _Refused
+
+
+def _q_req_str(value: object) -> str:
+    if type(value) is str and value:
+        return value
+    raise _Refused
+
+
+def _q_num(value: object) -> float | None:
+    if value is None:
+        return None
+    kind = type(value)
+    if kind is float:
+        if math.isfinite(value):  # type: ignore[arg-type]
+            return value  # type: ignore[return-value]
+    elif kind is int and abs(value) < _MAX_MAGNITUDE:  # type: ignore[arg-type]
+        return float(value)  # type: ignore[arg-type]
+    raise _Refused
+
+
+def _q_int(value: object, default: int = 0) -> int:
+    if value is None:
+        return default
+    if type(value) is int:
+        return value
+    raise _Refused
+
+
+def _q_bool(value: object) -> bool:
+    if value is None:
+        return False
+    if type(value) is bool:
+        return value
+    raise _Refused
+
+
+def _q_time(value: object) -> datetime | None:
+    if value is None:
+        return None
+    if type(value) is int:
+        # Out of range raises OverflowError: the checked decoder reports it.
+        return _EPOCH + timedelta(milliseconds=value)
+    raise _Refused
+
+
+def _q_enum(table: Mapping[str, _E], value: object) -> _E | None:
+    # An unknown value or one of another type is a KeyError or TypeError: refused.
+    return None if value is None else table[value]  # type: ignore[index]
+
+
+def _q_feature(data: object) -> FeatureEntitlement:
+    if type(data) is not dict:
+        raise _Refused
+    f = data.get("feature")
+    if type(f) is not dict:
+        raise _Refused
+    enum_values = data.get("enumValues")
+    if enum_values is None:
+        values: tuple[str, ...] = ()
+    elif type(enum_values) is list:
+        values = tuple(enum_values)
+        for item in values:
+            if type(item) is not str:
+                raise _Refused
+    else:
+        raise _Refused
+    rate = data.get("creditRate")
+    credit_rate = None
+    if rate is not None:
+        if type(rate) is not dict:
+            raise _Refused
+        amount = _q_num(rate.get("amount"))
+        if amount is None:
+            raise _Refused
+        credit_rate = CreditRate(amount=amount, currency_id=_q_req_str(rate.get("currencyId")))
+    feature_type = _FEATURE_TYPES[f["featureType"]]
+    return FeatureEntitlement(
+        feature=Feature(
+            id=_q_req_str(f.get("id")),
+            feature_type=feature_type,
+            meter_type=_q_enum(_METER_TYPES, f.get("meterType")) or MeterType.NONE,
+            units=_q_str(f.get("units")),
+            units_plural=_q_str(f.get("unitsPlural")),
+            display_name=_q_str(f.get("displayName")),
+        ),
+        usage_limit=_q_num(data.get("usageLimit")),
+        unlimited=_q_bool(data.get("hasUnlimitedUsage")),
+        soft_limit=_q_bool(data.get("hasSoftLimit")),
+        denial_reason=_q_enum(_DENIAL_REASONS, data.get("accessDeniedReason")),
+        enum_values=values,
+        reset_period=_q_enum(_RESET_PERIODS, data.get("resetPeriod")),
+        usage_period_anchor=_q_time(data.get("usagePeriodAnchor")),
+        credit_rate=credit_rate,
+        valid_until=_q_time(data.get("validUntil")),
+    )
+
+
+def _q_credit(data: object) -> CreditEntitlement:
+    if type(data) is not dict:
+        raise _Refused
+    c = data.get("currency")
+    if type(c) is not dict:
+        raise _Refused
+    metadata = c.get("metadata")
+    if metadata is not None and type(metadata) is not dict:
+        raise _Refused
+    granted = _q_num(data.get("granted"))
+    if granted is None:
+        raise _Refused
+    return CreditEntitlement(
+        currency=Currency(
+            currency_id=_q_req_str(c.get("currencyId")),
+            display_name=_q_str(c.get("displayName")) or "",
+            description=_q_str(c.get("description")),
+            unit_singular=_q_str(c.get("unitSingular")),
+            unit_plural=_q_str(c.get("unitPlural")),
+            metadata=metadata,
+        ),
+        granted=granted,
+        soft_limit=_q_bool(data.get("hasSoftLimit")),
+        denial_reason=_q_enum(_DENIAL_REASONS, data.get("accessDeniedReason")),
+        valid_until=_q_time(data.get("validUntil")),
+    )
+
+
+def _q_items(value: object) -> list[Any]:
+    if value is None:
+        return []
+    if type(value) is list:
+        return value
+    raise _Refused
+
+
+def _quick_state(data: object) -> EntitlementState:
+    if type(data) is not dict or data.get("schemaVersion") != SCHEMA_VERSION:
+        raise _Refused
+    if type(data["schemaVersion"]) is not int:
+        raise _Refused
+    features: dict[str, FeatureEntitlement] = {}
+    for item in _q_items(data.get("features")):
+        ent = _q_feature(item)
+        features[ent.feature.id] = ent
+    credits: dict[str, CreditEntitlement] = {}
+    for item in _q_items(data.get("credits")):
+        credit = _q_credit(item)
+        credits[credit.currency.currency_id] = credit
+    return EntitlementState(
+        customer_id=_q_req_str(data.get("customerId")),
+        resource_id=_q_str(data.get("resourceId")) or None,
+        denial_reason=_q_enum(_DENIAL_REASONS, data.get("accessDeniedReason")),
+        features=features,
+        credits=credits,
+        version=_q_int(data.get("version")),
+        updated_at=_q_time(data.get("updatedAt")),
+    )
+
+
+def _quick_usage(data: object) -> UsageRecord:
+    if type(data) is not dict or data.get("schemaVersion") != SCHEMA_VERSION:
+        raise _Refused
+    if type(data["schemaVersion"]) is not int:
+        raise _Refused
+    return UsageRecord(
+        current_usage=_q_num(data.get("currentUsage")) or 0.0,
+        period_start=_q_time(data.get("usagePeriodStart")),
+        period_end=_q_time(data.get("usagePeriodEnd")),
+        updated_at=_q_time(data.get("updatedAt")),
+        version=_q_int(data.get("version")),
+    )
+
+
+def _q_usage_map(value: object) -> dict[str, UsageRecord]:
+    if value is None:
+        return {}
+    if type(value) is not dict:
+        raise _Refused
+    return {key: _quick_usage(record) for key, record in value.items()}
+
+
+def _quick_snapshot(data: object) -> CustomerSnapshot:
+    state = _quick_state(data)
+    assert type(data) is dict
+    return CustomerSnapshot(
+        state=state,
+        feature_usage=_q_usage_map(data.get("featureUsage")),
+        credit_usage=_q_usage_map(data.get("creditUsage")),
     )
 
 

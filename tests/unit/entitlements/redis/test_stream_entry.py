@@ -22,7 +22,7 @@ from entitlements.redis.stream_entry import (
     legacy_entry,
 )
 from tests.builders import demo_snapshot
-from tests.unit.entitlements.model.test_state import ms_datetimes, snapshots, usage_records
+from tests.unit.entitlements.model.state_strategies import ms_datetimes, snapshots, usage_records
 
 AT = datetime(2026, 6, 1, 12, 30, 0, 123000, tzinfo=UTC)
 AT_MS = 1780317000123
