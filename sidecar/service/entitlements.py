@@ -29,7 +29,7 @@ from entitlements.errors import (
 from entitlements.model.state import CUSTOMER_LEVEL_REASONS, CustomerSnapshot, DenialReason
 from entitlements.tasks import cancel_and_wait
 from sidecar.cache.hot_cache import HotCache, Key
-from sidecar.cache.sizing import deep_size
+from sidecar.cache.sizing import snapshot_size
 from sidecar.evaluation.rules import stable_until
 from sidecar.model.usage import RawEvent, UsageAck, UsageReport
 from sidecar.observability import Metrics
@@ -316,7 +316,7 @@ class EntitlementService:
         held = self._cache.peek(key)
         # A usage update swaps one record for another of the same shape: the size held is still
         # right, and walking the whole state again would cost more than the update itself.
-        size = held.size if epoch is None and held is not None else deep_size(snapshot)
+        size = held.size if epoch is None and held is not None else snapshot_size(snapshot)
         entry = CacheEntry(snapshot, _expiry(snapshot), size)
         if epoch is None:
             if held is not None:
