@@ -638,51 +638,102 @@ def _q_enum(table: Mapping[str, _E], value: object) -> _E | None:
     return None if value is None else table[value]  # type: ignore[index]
 
 
+def _q_ms(value: object) -> int | None:
+    if value is None or type(value) is int:
+        return value
+    raise _Refused
+
+
+# Decoded entitlements, shared: customers on one plan hold the same entitlements, and a
+# FeatureEntitlement (frozen, all fields immutable) is the costliest object a decode builds.
+# Keyed by the validated field values, never raw JSON: True == 1 == 1.0 as dict keys. Cleared
+# when full, which bounds it whatever the catalog's size.
+_SHARED: dict[tuple[object, ...], FeatureEntitlement] = {}
+SHARED_ENTITLEMENTS_MAX = 4096
+
+
+def _q_enum_values(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if type(value) is not list:
+        raise _Refused
+    values = tuple(value)
+    for item in values:
+        if type(item) is not str:
+            raise _Refused
+    return values
+
+
+def _q_rate(value: object) -> tuple[float, str] | None:
+    if value is None:
+        return None
+    if type(value) is not dict:
+        raise _Refused
+    amount = _q_num(value.get("amount"))
+    if amount is None:
+        raise _Refused
+    return amount, _q_req_str(value.get("currencyId"))
+
+
 def _q_feature(data: object) -> FeatureEntitlement:
     if type(data) is not dict:
         raise _Refused
     f = data.get("feature")
     if type(f) is not dict:
         raise _Refused
-    enum_values = data.get("enumValues")
-    if enum_values is None:
-        values: tuple[str, ...] = ()
-    elif type(enum_values) is list:
-        values = tuple(enum_values)
-        for item in values:
-            if type(item) is not str:
-                raise _Refused
-    else:
-        raise _Refused
-    rate = data.get("creditRate")
-    credit_rate = None
-    if rate is not None:
-        if type(rate) is not dict:
-            raise _Refused
-        amount = _q_num(rate.get("amount"))
-        if amount is None:
-            raise _Refused
-        credit_rate = CreditRate(amount=amount, currency_id=_q_req_str(rate.get("currencyId")))
+    feature_id = _q_req_str(f.get("id"))
     feature_type = _FEATURE_TYPES[f["featureType"]]
-    return FeatureEntitlement(
-        feature=Feature(
-            id=_q_req_str(f.get("id")),
-            feature_type=feature_type,
-            meter_type=_q_enum(_METER_TYPES, f.get("meterType")) or MeterType.NONE,
-            units=_q_str(f.get("units")),
-            units_plural=_q_str(f.get("unitsPlural")),
-            display_name=_q_str(f.get("displayName")),
-        ),
-        usage_limit=_q_num(data.get("usageLimit")),
-        unlimited=_q_bool(data.get("hasUnlimitedUsage")),
-        soft_limit=_q_bool(data.get("hasSoftLimit")),
-        denial_reason=_q_enum(_DENIAL_REASONS, data.get("accessDeniedReason")),
-        enum_values=values,
-        reset_period=_q_enum(_RESET_PERIODS, data.get("resetPeriod")),
-        usage_period_anchor=_q_time(data.get("usagePeriodAnchor")),
-        credit_rate=credit_rate,
-        valid_until=_q_time(data.get("validUntil")),
+    meter_type = _q_enum(_METER_TYPES, f.get("meterType")) or MeterType.NONE
+    units = _q_str(f.get("units"))
+    units_plural = _q_str(f.get("unitsPlural"))
+    display_name = _q_str(f.get("displayName"))
+    limit = _q_num(data.get("usageLimit"))
+    unlimited = _q_bool(data.get("hasUnlimitedUsage"))
+    soft_limit = _q_bool(data.get("hasSoftLimit"))
+    reason = _q_enum(_DENIAL_REASONS, data.get("accessDeniedReason"))
+    values = _q_enum_values(data.get("enumValues"))
+    period = _q_enum(_RESET_PERIODS, data.get("resetPeriod"))
+    anchor_ms = _q_ms(data.get("usagePeriodAnchor"))
+    rate = _q_rate(data.get("creditRate"))
+    valid_ms = _q_ms(data.get("validUntil"))
+    key = (
+        feature_id,
+        feature_type,
+        meter_type,
+        units,
+        units_plural,
+        display_name,
+        limit,
+        unlimited,
+        soft_limit,
+        reason,
+        values,
+        period,
+        anchor_ms,
+        rate,
+        valid_ms,
     )
+    shared = _SHARED.get(key)
+    if shared is not None:
+        return shared
+    entitlement = FeatureEntitlement(
+        feature=Feature(feature_id, feature_type, meter_type, units, units_plural, display_name),
+        usage_limit=limit,
+        unlimited=unlimited,
+        soft_limit=soft_limit,
+        denial_reason=reason,
+        enum_values=values,
+        reset_period=period,
+        usage_period_anchor=_q_time(anchor_ms),
+        credit_rate=None if rate is None else CreditRate(*rate),
+        valid_until=_q_time(valid_ms),
+    )
+    # 0.0 and -0.0 are equal keys but not the same number: such an entitlement is not shared.
+    if limit != 0.0 and (rate is None or rate[0] != 0.0):
+        if len(_SHARED) >= SHARED_ENTITLEMENTS_MAX:
+            _SHARED.clear()
+        _SHARED[key] = entitlement
+    return entitlement
 
 
 def _q_credit(data: object) -> CreditEntitlement:

@@ -226,3 +226,46 @@ def test_a_value_equal_to_a_valid_one_but_of_another_type_is_still_refused(
     with pytest.raises(StateDecodeError) as raised:
         decode_snapshot_dict(body)
     assert raised.value.path == path
+
+
+def _metered_body(customer: str, limit: float) -> dict[str, Any]:
+    feature = model.FeatureEntitlement(
+        model.Feature("calls", model.FeatureType.NUMBER, model.MeterType.INCREMENTAL),
+        usage_limit=limit,
+        reset_period=model.ResetPeriod.MONTH,
+    )
+    return model.encode_state_dict(model.EntitlementState(customer, features={"calls": feature}))
+
+
+def test_customers_on_one_plan_share_their_decoded_entitlements() -> None:
+    first = decode_snapshot_dict(_metered_body("a", 100.0))
+    second = decode_snapshot_dict(_metered_body("b", 100.0))
+    other = decode_snapshot_dict(_metered_body("c", 200.0))
+    assert first.state.features["calls"] is second.state.features["calls"]
+    assert other.state.features["calls"] is not first.state.features["calls"]
+    assert other.state.features["calls"].usage_limit == 200.0
+
+
+def test_zero_and_negative_zero_limits_are_not_confused() -> None:
+    # Equal as dict keys, different numbers: the second must not be handed the first's object.
+    positive = decode_snapshot_dict(_metered_body("a", 0.0)).state.features["calls"]
+    negative = decode_snapshot_dict(_metered_body("b", -0.0)).state.features["calls"]
+    assert positive.usage_limit is not None and negative.usage_limit is not None
+    assert math.copysign(1.0, positive.usage_limit) == 1.0
+    assert math.copysign(1.0, negative.usage_limit) == -1.0
+
+
+def test_a_value_of_another_type_never_matches_a_shared_entitlement() -> None:
+    # 1 == 1.0 == True as dict keys: a shared entitlement with limit 1.0 must not let a
+    # payload whose limit is true through.
+    decode_snapshot_dict(_metered_body("a", 1.0))
+    body = _metered_body("b", 1.0)
+    body["features"][0]["usageLimit"] = True
+    with pytest.raises(StateDecodeError):
+        decode_snapshot_dict(body)
+
+
+def test_the_shared_entitlements_stay_bounded() -> None:
+    for index in range(model.SHARED_ENTITLEMENTS_MAX + 10):
+        decode_snapshot_dict(_metered_body("a", float(index + 1)))
+    assert 0 < len(model._SHARED) <= model.SHARED_ENTITLEMENTS_MAX
