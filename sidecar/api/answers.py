@@ -18,9 +18,12 @@ the instant or the request is computed once per entitlement state (a *plan*):
 Plans are keyed by the identity of the ``EntitlementState`` and hold it, so an id cannot be
 reused while its plan lives, and a plan never describes another state. Usage updates replace the
 snapshot but keep its state object (``CustomerSnapshot.with_feature_usage``), so the read after a
-usage report finds the plan warm; a new state from upstream or Redis starts a new plan. At most
-``MAX_PLANS`` are kept, oldest first out: besides the plans (a few kB each) they may keep states
-alive that the hot cache has dropped, so the bound is small.
+usage report finds the plan warm; a new state from upstream or Redis starts a new plan, built
+mostly from feature plans compiled for other states: a feature plan depends on its entitlement
+alone, and decoders share the entitlements of customers on one plan, so they are kept per
+entitlement (``_Compiled``, at most ``MAX_COMPILED``). At most ``MAX_PLANS`` state plans are kept,
+oldest first out: besides the plans (a few kB each) they may keep states alive that the hot
+cache has dropped, so the bound is small.
 
 tests/unit/api/test_answers.py holds every answer equal to the reference path's, byte for byte,
 for generated snapshots, instants and requests.
@@ -53,6 +56,8 @@ from sidecar.evaluation.rules import decide_feature, metered_denial, usage_depen
 
 #: Entitlement states whose plans are kept (0: none, every answer is computed from scratch).
 MAX_PLANS = 256
+#: Entitlements whose feature plans are kept, across states (0: none).
+MAX_COMPILED = 4096
 
 #: What a single-feature answer is counted as: (is_fallback, has_access, denial reason).
 Outcome = tuple[bool, bool, DenialReason | None]
@@ -173,7 +178,7 @@ class _Metered:
 class _Fixed:
     """An entitlement whose decision depends on nothing but itself: its finished bytes."""
 
-    __slots__ = ("has_access", "kind", "reason", "variant")
+    __slots__ = ("has_access", "item_v1", "item_v2", "kind", "reason", "variant")
 
     def __init__(
         self, kind: Kind, has_access: bool, reason: DenialReason | None, variant: bytes
@@ -182,14 +187,10 @@ class _Fixed:
         self.has_access = has_access
         self.reason = reason
         self.variant = variant  # the body of the oneof member's message
-
-    def v2(self) -> bytes:
-        return _header(self.has_access, self.reason) + wire.framed(
-            _V2_VARIANT[self.kind], self.variant
-        )
-
-    def v1(self) -> bytes:
-        return wire.framed(_V1_VARIANT[self.kind], self.variant)
+        v2 = _header(has_access, reason) + wire.framed(_V2_VARIANT[kind], variant)
+        # The entry as a list response carries it (entitlements = 1), in either version.
+        self.item_v2 = wire.framed(_ITEM, v2)
+        self.item_v1 = wire.framed(_ITEM, wire.framed(_V1_VARIANT[kind], variant))
 
 
 class _Reference:
@@ -236,11 +237,48 @@ def _compile(
 _Segment = bytes | tuple[str, _Metered | _Reference]
 
 
-class _Plan:
-    __slots__ = ("features", "lists", "state")
+class _Compiled:
+    """Feature plans by entitlement, shared by every state holding that entitlement.
 
-    def __init__(self, state: EntitlementState) -> None:
+    A plan depends on its entitlement alone (``_compile``: a fixed decision reads nothing else
+    when the entitlement is present, and a metered plan's caches are checked on every use), and
+    decoders share the entitlements of customers on one plan (``entitlements.model.state``), so
+    the first read of a new state mostly finds its plans compiled. Keyed by identity, holding
+    the entitlement so an id is not reused while its plan lives; oldest out first.
+    """
+
+    __slots__ = ("_plans",)
+
+    def __init__(self) -> None:
+        self._plans: dict[int, tuple[FeatureEntitlement, _FeaturePlan]] = {}
+
+    def clear(self) -> None:
+        self._plans.clear()
+
+    def get(
+        self,
+        feature_id: str,
+        entitlement: FeatureEntitlement,
+        snapshot: CustomerSnapshot,
+        now: datetime,
+    ) -> _FeaturePlan:
+        held = self._plans.get(id(entitlement))
+        if held is not None and held[0] is entitlement:
+            return held[1]
+        plan = _compile(feature_id, entitlement, snapshot, now)
+        if MAX_COMPILED > 0:
+            while len(self._plans) >= MAX_COMPILED:
+                del self._plans[next(iter(self._plans))]
+            self._plans[id(entitlement)] = (entitlement, plan)
+        return plan
+
+
+class _Plan:
+    __slots__ = ("compiled", "features", "lists", "state")
+
+    def __init__(self, state: EntitlementState, compiled: _Compiled) -> None:
         self.state = state
+        self.compiled = compiled
         self.features: dict[str, _FeaturePlan] = {}
         self.lists: dict[bool, list[_Segment]] = {}
 
@@ -252,7 +290,9 @@ class _Plan:
             entitlement = self.state.features.get(feature_id)
             if entitlement is None:
                 return None
-            found = self.features[feature_id] = _compile(feature_id, entitlement, snapshot, now)
+            found = self.features[feature_id] = self.compiled.get(
+                feature_id, entitlement, snapshot, now
+            )
         return found
 
     def segments(self, v2: bool, snapshot: CustomerSnapshot, now: datetime) -> list[_Segment]:
@@ -264,7 +304,7 @@ class _Plan:
         for feature_id in self.state.features:
             plan = self.feature(feature_id, snapshot, now)
             if isinstance(plan, _Fixed):
-                run += wire.framed(_ITEM, plan.v2() if v2 else plan.v1())
+                run += plan.item_v2 if v2 else plan.item_v1
                 continue
             assert plan is not None
             if run:
@@ -282,15 +322,17 @@ class Answers:
 
     def __init__(self) -> None:
         self._plans: dict[int, _Plan] = {}
+        self._compiled = _Compiled()
 
     def clear(self) -> None:
         self._plans.clear()
+        self._compiled.clear()
 
     def _plan(self, state: EntitlementState) -> _Plan:
         plan = self._plans.get(id(state))
         if plan is not None and plan.state is state:
             return plan
-        plan = _Plan(state)
+        plan = _Plan(state, self._compiled)
         limit = MAX_PLANS
         if limit > 0:
             while len(self._plans) >= limit:

@@ -8,6 +8,7 @@ run of snapshots that share a state but carry other usage, asked at other instan
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -54,7 +55,9 @@ instants = st.sampled_from([NOW, NOW + timedelta(days=30), NOW - timedelta(days=
 ).map(lambda d: d.replace(tzinfo=UTC))
 zoned = st.one_of(
     instants,
-    instants.map(lambda d: d.astimezone(timezone(timedelta(hours=5, minutes=30, microseconds=250_000)))),
+    instants.map(
+        lambda d: d.astimezone(timezone(timedelta(hours=5, minutes=30, microseconds=250_000)))
+    ),
 )
 texts = st.text(min_size=0, max_size=6)
 maybe_text = st.none() | texts
@@ -129,9 +132,7 @@ def states(draw: st.DrawFn) -> EntitlementState:
 @st.composite
 def usage_of(draw: st.DrawFn, state: EntitlementState) -> CustomerSnapshot:
     """A snapshot of ``state`` with generated usage (and the very same state object)."""
-    feature_usage = {
-        fid: draw(records()) for fid in state.features if draw(st.integers(0, 3)) > 0
-    }
+    feature_usage = {fid: draw(records()) for fid in state.features if draw(st.integers(0, 3)) > 0}
     credit_usage = {cid: draw(records()) for cid in state.credits if draw(st.booleans())}
     return CustomerSnapshot(state, feature_usage, credit_usage)
 
@@ -141,8 +142,7 @@ def runs(draw: st.DrawFn) -> list[tuple[CustomerSnapshot, datetime, float]]:
     """Reads of one state: its usage changing and the clock moving between them."""
     state = draw(states())
     return [
-        (draw(usage_of(state)), draw(zoned), draw(usages))
-        for _ in range(draw(st.integers(1, 4)))
+        (draw(usage_of(state)), draw(zoned), draw(usages)) for _ in range(draw(st.integers(1, 4)))
     ]
 
 
@@ -196,7 +196,9 @@ def check_run(answers: Answers, run: Sequence[tuple[CustomerSnapshot, datetime, 
 
 @SETTINGS
 @given(runs())
-def test_answers_equal_the_reference_path(run: list[tuple[CustomerSnapshot, datetime, float]]) -> None:
+def test_answers_equal_the_reference_path(
+    run: list[tuple[CustomerSnapshot, datetime, float]],
+) -> None:
     check_run(Answers(), run)
 
 
@@ -212,11 +214,77 @@ def test_without_plans_answers_are_the_same(
         assert not answers._plans
 
 
+def _sharing(
+    run: list[tuple[CustomerSnapshot, datetime, float]], reason: DenialReason | None
+) -> list[tuple[CustomerSnapshot, datetime, float]]:
+    """The run again, each snapshot a new state of another customer holding the very same
+    entitlement objects (as decoders share them between customers on one plan)."""
+    return [
+        (
+            dataclasses.replace(
+                snap,
+                state=dataclasses.replace(
+                    snap.state, customer_id=snap.state.customer_id + "-other", denial_reason=reason
+                ),
+            ),
+            now,
+            requested,
+        )
+        for snap, now, requested in run
+    ]
+
+
+@SETTINGS
+@given(runs(), st.none() | st.sampled_from(list(DenialReason)))
+def test_states_sharing_entitlements_get_their_own_answers(
+    run: list[tuple[CustomerSnapshot, datetime, float]], reason: DenialReason | None
+) -> None:
+    answers = Answers()
+    check_run(answers, run)
+    check_run(answers, _sharing(run, reason))
+
+
+@SETTINGS
+@given(runs())
+def test_without_shared_feature_plans_answers_are_the_same(
+    run: list[tuple[CustomerSnapshot, datetime, float]],
+) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(answers_module, "MAX_COMPILED", 0)
+        answers = Answers()
+        check_run(answers, run)
+        check_run(answers, _sharing(run, None))
+        assert not answers._compiled._plans
+
+
+def test_shared_feature_plans_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(answers_module, "MAX_COMPILED", 4)
+    answers = Answers()
+    snaps = [snapshot(f"c{i}", metered("api", 10 + i), boolean("sso")) for i in range(10)]
+    for snap in snaps:
+        answers.entitlement_list(snap, NOW, v2=True)
+    assert len(answers._compiled._plans) == 4
+
+
+def test_a_new_state_with_shared_entitlements_reuses_their_plans() -> None:
+    answers = Answers()
+    first = snapshot("a", metered("api", 10), boolean("sso"))
+    answers.entitlement_list(first, NOW, v2=True)
+    second = dataclasses.replace(first, state=dataclasses.replace(first.state, customer_id="b"))
+    answers.entitlement_list(second, NOW, v2=True)
+    plans = [answers._plans[id(snap.state)] for snap in (first, second)]
+    assert plans[0] is not plans[1]
+    for feature_id in ("api", "sso"):
+        assert plans[0].features[feature_id] is plans[1].features[feature_id]
+
+
 def test_a_plan_follows_its_state_through_usage_changes_and_period_ends() -> None:
     """One state, read again after its usage changed and after its period ended."""
     answers = Answers()
     end = NOW + timedelta(days=1)
-    first = snapshot("c", metered("api", 10), boolean("sso"), feature_usage={"api": usage(7, end=end)})
+    first = snapshot(
+        "c", metered("api", 10), boolean("sso"), feature_usage={"api": usage(7, end=end)}
+    )
     later = first.with_feature_usage("api", UsageRecord(10, NOW, end, version=5))
     reads = [
         (first, NOW, 3.0),
