@@ -1,7 +1,7 @@
 """Every benchmark of the read path the performance issue's table names, in one command.
 
-    python bench/run_all.py --quick                                # ~3 min
-    python bench/run_all.py                                        # ~10 min
+    python bench/run_all.py --quick                                # ~5 min
+    python bench/run_all.py                                        # ~15 min
     git archive main | tar -x -C /tmp/base                         # a baseline checkout, then
     python bench/run_all.py --baseline-tree /tmp/base              # before/after in one run
 
@@ -10,14 +10,16 @@ Runs, in order, each writing its JSON to bench/results/:
 1. ``handlers.py --callgrind``: memoized, after-usage, evaluated and cold handler cost, wall
    clock and instructions per call (against ``--baseline-tree`` too, when given);
 2. ``latency.py``: hot reads over gRPC against the no-op server (pre-serialized bytes);
-3. ``upstream.py``: upstream's own reads and usage writes over HTTP beside ``GET /livez``, the
-   floor of the upstream-miss and ReportUsage rows;
-4. ``plots.py``: the SVG charts of docs/performance.md from 1 and 2.
+3. ``upstream.py``: upstream's own reads and usage writes over HTTP beside ``GET /livez``;
+4. ``paths.py``: the non-hot paths through a real sidecar process against floors measured in
+   the same run: the Redis-tier read (against the no-op server and raw ``HGETALL``), the
+   upstream-miss read (against a direct ``GET`` of the state) and ``ReportUsage`` (against a
+   direct ``POST /v1/usage``);
+5. ``plots.py``: the SVG charts of docs/performance.md from 1 and 2.
 
-Rows of the table without a benchmark here yet (Redis-tier and upstream-miss reads through the
-sidecar, ReportUsage through the sidecar, several worker processes) are listed in
-docs/performance.md. A step that fails is reported and the others still run; the exit status
-is 1 if any failed.
+The row of several worker processes is measured by ``workers.py`` (pinned cores), run on its
+own. A step that fails is reported and the others still run; the exit status is 1 if any
+failed.
 """
 
 from __future__ import annotations
@@ -45,14 +47,17 @@ def main() -> int:
         handlers += ["--baseline-tree", str(args.baseline_tree)]
     latency = [python, str(BENCH_DIR / "latency.py")]
     upstream = [python, str(BENCH_DIR / "upstream.py")]
+    paths = [python, str(BENCH_DIR / "paths.py")]
     if args.quick:
         handlers += ["--rounds", "3", "--passes", "2"]
         latency.append("--quick")
         upstream += ["--seconds", "2"]
+        paths.append("--quick")
     steps = [
         ("handlers", handlers),
         ("latency", latency),
         ("upstream", upstream),
+        ("paths", paths),
         ("plots", [python, str(BENCH_DIR / "plots.py")]),
     ]
     failed = []
