@@ -12,6 +12,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import BlockingConnectionPool, Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -63,16 +64,26 @@ def redis_clients(settings: Settings) -> tuple[RedisClient, aioredis.Redis]:
             )
         )
     else:
-        client = use_hiredis_packing(
-            aioredis.Redis(
-                host=settings.redis_host,
-                port=settings.redis_port,
-                db=settings.redis_db,
-                retry=retry,
-                health_check_interval=REDIS_HEALTH_CHECK_SECONDS,
-                **options,
-            )
+        # redis-py's default pool fails a command outright ("Too many connections") once 100
+        # are open: under a burst of misses that would count as Redis failing and open the
+        # circuit breaker. This pool makes the command wait for a connection instead, within
+        # the same timeout as any other Redis wait.
+        pool = BlockingConnectionPool(
+            connection_class=SSLConnection if settings.redis_tls else Connection,
+            max_connections=settings.redis_max_connections,
+            timeout=timeout,
+            host=settings.redis_host,
+            port=settings.redis_port,
+            db=settings.redis_db,
+            username=options["username"],
+            password=options["password"],
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=retry,
+            health_check_interval=REDIS_HEALTH_CHECK_SECONDS,
         )
+        # from_pool: closing the client closes the pool too.
+        client = use_hiredis_packing(aioredis.Redis.from_pool(pool))
     # A plain connection to one node even in cluster mode: classic PUBLISH reaches every node.
     # No retries and no health check: redis-py would reconnect and resubscribe silently,
     # hiding lost invalidations, and its health check would race the subscription readers.

@@ -265,6 +265,14 @@ SPECS: tuple[Spec, ...] = (
         "Connect and per-command timeout for Redis. Small on purpose: a slow Redis is "
         "skipped (reads go to upstream) instead of stalling every read.",
     ),
+    Spec(
+        "REDIS_MAX_CONNECTIONS",
+        "redis_max_connections",
+        int_in(1, 10_000),
+        "64",
+        "Connections the sidecar opens to Redis at most (standalone Redis). More concurrent "
+        "commands wait for a free connection, up to REDIS_TIMEOUT_MS, instead of failing.",
+    ),
 )
 
 
@@ -306,6 +314,7 @@ class Settings:
     redis_cluster: bool = False
     redis_keys_ttl_seconds: int = 604_800
     redis_timeout_ms: int = 100
+    redis_max_connections: int = 64
     workers: int = 1
     # Set by the supervisor for its workers (not from the environment): they share the ports.
     reuse_port: bool = False

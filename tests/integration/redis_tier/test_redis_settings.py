@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from sidecar.main import _source, redis_clients
@@ -10,6 +13,7 @@ from sidecar.observability import Metrics
 from sidecar.settings import Settings, SettingsError
 from sidecar.source.http_upstream import HttpUpstreamSource
 from sidecar.source.redis_tier import RedisTieredSource
+from tests.integration.redis_tier.conftest import Tiers
 
 BASE = {"SERVER_API_KEY": "k", "CACHE_MAX_SIZE_BYTES": "1048576"}
 
@@ -104,3 +108,29 @@ async def test_cluster_setting_builds_a_cluster_client() -> None:
     assert isinstance(client, RedisCluster)
     await client.aclose()
     await pubsub_client.aclose()
+
+
+async def test_more_concurrent_commands_than_connections_wait_for_one(tiers: Tiers) -> None:
+    # redis-py's default pool raises "Too many connections" past its cap, which the tier
+    # would count as Redis failing; the sidecar's pool makes them wait their turn instead.
+    settings = tiers.settings(redis_max_connections=2, redis_timeout_ms=5000)
+    client, pubsub_client = redis_clients(settings)
+    admin = Redis(port=tiers.server.port)
+    try:
+        await client.set("k", "v")
+        before = (await admin.info("clients"))["connected_clients"]
+        answers = await asyncio.gather(*(client.get("k") for _ in range(50)))
+        assert answers == [b"v"] * 50
+        # The pool held one connection before; it may have opened one more, not 49.
+        assert (await admin.info("clients"))["connected_clients"] <= before + 1
+    finally:
+        await client.aclose()
+        await pubsub_client.aclose()
+        await admin.aclose()
+
+
+def test_max_connections_is_validated() -> None:
+    assert Settings.from_env(BASE).redis_max_connections == 64
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({**BASE, "REDIS_ENVIRONMENT_PREFIX": "p", "REDIS_MAX_CONNECTIONS": "0"})
+    assert [p.split(":")[0] for p in err.value.problems] == ["REDIS_MAX_CONNECTIONS"]
