@@ -624,12 +624,24 @@ def _q_bool(value: object) -> bool:
     raise _Refused
 
 
+# Instants repeat across records (period starts and ends, anchors): each is built once and
+# shared (datetimes are immutable). Cleared when full.
+_INSTANTS: dict[int, datetime] = {}
+SHARED_INSTANTS_MAX = 4096
+
+
 def _q_time(value: object) -> datetime | None:
     if value is None:
         return None
     if type(value) is int:
-        # Out of range raises OverflowError: the checked decoder reports it.
-        return _EPOCH + timedelta(milliseconds=value)
+        found = _INSTANTS.get(value)
+        if found is None:
+            # Out of range raises OverflowError: the checked decoder reports it.
+            found = _EPOCH + timedelta(milliseconds=value)
+            if len(_INSTANTS) >= SHARED_INSTANTS_MAX:
+                _INSTANTS.clear()
+            _INSTANTS[value] = found
+        return found
     raise _Refused
 
 
@@ -638,18 +650,51 @@ def _q_enum(table: Mapping[str, _E], value: object) -> _E | None:
     return None if value is None else table[value]  # type: ignore[index]
 
 
-def _q_ms(value: object) -> int | None:
-    if value is None or type(value) is int:
-        return value
-    raise _Refused
-
-
 # Decoded entitlements, shared: customers on one plan hold the same entitlements, and a
 # FeatureEntitlement (frozen, all fields immutable) is the costliest object a decode builds.
-# Keyed by the validated field values, never raw JSON: True == 1 == 1.0 as dict keys. Cleared
-# when full, which bounds it whatever the catalog's size.
+# Keyed by the entitlement's JSON as read (``_raw_key``), so a repeat is found before any of
+# it is validated again. Cleared when full, which bounds it whatever the catalog's size.
 _SHARED: dict[tuple[object, ...], FeatureEntitlement] = {}
 SHARED_ENTITLEMENTS_MAX = 4096
+
+
+def _raw_key(data: dict[str, Any], f: dict[str, Any]) -> tuple[object, ...]:
+    """The fields the decoder reads, as JSON gave them, hashable.
+
+    Two keys are equal only for JSON that decodes the same: strings never equal other types,
+    and every value of a type JSON lets compare equal to another (True == 1 == 1.0, a string
+    and the list of its letters once made tuples) is paired with its type. A key that cannot
+    be hashed (a list where a string belongs) raises TypeError: the checked decoder takes it.
+    """
+    limit = data.get("usageLimit")
+    unlimited = data.get("hasUnlimitedUsage")
+    soft = data.get("hasSoftLimit")
+    values = data.get("enumValues")
+    anchor = data.get("usagePeriodAnchor")
+    until = data.get("validUntil")
+    rate = data.get("creditRate")
+    if type(rate) is dict:
+        amount = rate.get("amount")
+        rate = (amount, type(amount), rate.get("currencyId"))
+    return (
+        tuple(f.items()),
+        limit,
+        type(limit),
+        unlimited,
+        type(unlimited),
+        soft,
+        type(soft),
+        data.get("accessDeniedReason"),
+        tuple(values) if type(values) is list else values,
+        type(values),
+        data.get("resetPeriod"),
+        anchor,
+        type(anchor),
+        rate,
+        type(rate),
+        until,
+        type(until),
+    )
 
 
 def _q_enum_values(value: object) -> tuple[str, ...]:
@@ -681,52 +726,30 @@ def _q_feature(data: object) -> FeatureEntitlement:
     f = data.get("feature")
     if type(f) is not dict:
         raise _Refused
-    feature_id = _q_req_str(f.get("id"))
-    feature_type = _FEATURE_TYPES[f["featureType"]]
-    meter_type = _q_enum(_METER_TYPES, f.get("meterType")) or MeterType.NONE
-    units = _q_str(f.get("units"))
-    units_plural = _q_str(f.get("unitsPlural"))
-    display_name = _q_str(f.get("displayName"))
-    limit = _q_num(data.get("usageLimit"))
-    unlimited = _q_bool(data.get("hasUnlimitedUsage"))
-    soft_limit = _q_bool(data.get("hasSoftLimit"))
-    reason = _q_enum(_DENIAL_REASONS, data.get("accessDeniedReason"))
-    values = _q_enum_values(data.get("enumValues"))
-    period = _q_enum(_RESET_PERIODS, data.get("resetPeriod"))
-    anchor_ms = _q_ms(data.get("usagePeriodAnchor"))
-    rate = _q_rate(data.get("creditRate"))
-    valid_ms = _q_ms(data.get("validUntil"))
-    key = (
-        feature_id,
-        feature_type,
-        meter_type,
-        units,
-        units_plural,
-        display_name,
-        limit,
-        unlimited,
-        soft_limit,
-        reason,
-        values,
-        period,
-        anchor_ms,
-        rate,
-        valid_ms,
-    )
+    key = _raw_key(data, f)
     shared = _SHARED.get(key)
     if shared is not None:
         return shared
+    limit = _q_num(data.get("usageLimit"))
+    rate = _q_rate(data.get("creditRate"))
     entitlement = FeatureEntitlement(
-        feature=Feature(feature_id, feature_type, meter_type, units, units_plural, display_name),
+        feature=Feature(
+            id=_q_req_str(f.get("id")),
+            feature_type=_FEATURE_TYPES[f["featureType"]],
+            meter_type=_q_enum(_METER_TYPES, f.get("meterType")) or MeterType.NONE,
+            units=_q_str(f.get("units")),
+            units_plural=_q_str(f.get("unitsPlural")),
+            display_name=_q_str(f.get("displayName")),
+        ),
         usage_limit=limit,
-        unlimited=unlimited,
-        soft_limit=soft_limit,
-        denial_reason=reason,
-        enum_values=values,
-        reset_period=period,
-        usage_period_anchor=_q_time(anchor_ms),
+        unlimited=_q_bool(data.get("hasUnlimitedUsage")),
+        soft_limit=_q_bool(data.get("hasSoftLimit")),
+        denial_reason=_q_enum(_DENIAL_REASONS, data.get("accessDeniedReason")),
+        enum_values=_q_enum_values(data.get("enumValues")),
+        reset_period=_q_enum(_RESET_PERIODS, data.get("resetPeriod")),
+        usage_period_anchor=_q_time(data.get("usagePeriodAnchor")),
         credit_rate=None if rate is None else CreditRate(*rate),
-        valid_until=_q_time(valid_ms),
+        valid_until=_q_time(data.get("validUntil")),
     )
     # 0.0 and -0.0 are equal keys but not the same number: such an entitlement is not shared.
     if limit != 0.0 and (rate is None or rate[0] != 0.0):

@@ -269,3 +269,54 @@ def test_the_shared_entitlements_stay_bounded() -> None:
     for index in range(model.SHARED_ENTITLEMENTS_MAX + 10):
         decode_snapshot_dict(_metered_body("a", float(index + 1)))
     assert 0 < len(model._SHARED) <= model.SHARED_ENTITLEMENTS_MAX
+
+
+def _with_credit_rate(body: dict[str, Any], amount: object) -> dict[str, Any]:
+    body["features"][0]["creditRate"] = {"amount": amount, "currencyId": "tokens"}
+    return body
+
+
+# Each pair: a valid entitlement, decoded first (and so shared), then JSON that equals it as a
+# dict key would compare it, but is invalid. The second must still be refused.
+@pytest.mark.parametrize(
+    ("field", "valid", "invalid"),
+    [
+        ("usageLimit", 1.0, True),
+        ("usageLimit", 0.0, False),
+        ("hasUnlimitedUsage", True, 1),
+        ("hasSoftLimit", False, 0),
+        ("hasSoftLimit", True, 1.0),
+        ("usagePeriodAnchor", 1, True),
+        ("usagePeriodAnchor", 1, 1.0),
+        ("validUntil", 0, False),
+        ("enumValues", ["a", "b"], "ab"),
+        ("enumValues", ["a"], {"a": 1}),
+    ],
+)
+def test_json_equal_as_a_key_but_invalid_is_refused(
+    field: str, valid: object, invalid: object
+) -> None:
+    good = _metered_body("a", 5.0)
+    good["features"][0][field] = valid
+    decode_snapshot_dict(good)
+    bad = _metered_body("b", 5.0)
+    bad["features"][0][field] = invalid
+    with pytest.raises(StateDecodeError) as raised:
+        decode_snapshot_dict(bad)
+    assert raised.value.path == f"$.features[0].{field}"
+
+
+def test_a_credit_rate_equal_as_a_key_but_invalid_is_refused() -> None:
+    decode_snapshot_dict(_with_credit_rate(_metered_body("a", 5.0), 1.0))
+    with pytest.raises(StateDecodeError) as raised:
+        decode_snapshot_dict(_with_credit_rate(_metered_body("b", 5.0), True))
+    assert raised.value.path == "$.features[0].creditRate.amount"
+
+
+def test_instants_are_shared_and_bounded() -> None:
+    first = model.decode_usage(b'{"schemaVersion":1,"usagePeriodStart":1700000000000}')
+    second = model.decode_usage(b'{"schemaVersion":1,"usagePeriodStart":1700000000000}')
+    assert first.period_start is second.period_start
+    for ms in range(model.SHARED_INSTANTS_MAX + 10):
+        model.decode_usage(f'{{"schemaVersion":1,"updatedAt":{ms}}}')
+    assert 0 < len(model._INSTANTS) <= model.SHARED_INSTANTS_MAX
