@@ -444,23 +444,29 @@ class SidecarServicer:
     # ------------------------------------------------------------------ writes
 
     @staticmethod
-    def _usage(request: pb.ReportUsageRequest, prefix: str) -> UsageReport:
-        validation.require_id(request.customer_id, f"{prefix}customer_id")
-        validation.require_id(request.feature_id, f"{prefix}feature_id")
-        validation.optional_id(_opt(request, "resource_id"), f"{prefix}resource_id")
-        is_set = request.update_behavior == pb.USAGE_UPDATE_BEHAVIOR_SET
-        validation.usage_value(request.value, is_set, f"{prefix}value")
-        validation.timestamp(request, f"{prefix}timestamp")
-        validation.optional_id(_opt(request, "idempotency_key"), f"{prefix}idempotency_key")
+    def _usage(request: pb.ReportUsageRequest, prefix: str = "") -> UsageReport:
+        """The report of a valid request; an invalid one raises naming ``prefix`` + its field."""
+        try:
+            validation.require_id(request.customer_id, "customer_id")
+            validation.require_id(request.feature_id, "feature_id")
+            # Unset reads as "", which these treat as absent too.
+            validation.optional_id(request.resource_id, "resource_id")
+            is_set = request.update_behavior == pb.USAGE_UPDATE_BEHAVIOR_SET
+            validation.usage_value(request.value, is_set, "value")
+            validation.timestamp(request, "timestamp")
+            validation.optional_id(request.idempotency_key, "idempotency_key")
+        except InvalidArgument as exc:
+            if not prefix:
+                raise
+            # Named only on failure: formatting every field name of every report costs.
+            raise InvalidArgument(prefix + exc.field, exc.problem) from None
         return convert.usage_report(request)
 
     @rpc("ReportUsage")
     async def ReportUsage(
         self, request: pb.ReportUsageRequest, context: Any
     ) -> pb.ReportUsageResponse:
-        acks = await self._service.report_usage(
-            [self._usage(request, "")], deadline=_deadline(context)
-        )
+        acks = await self._service.report_usage([self._usage(request)], deadline=_deadline(context))
         return convert.usage_response(acks[0])
 
     @rpc("ReportUsageBulk")

@@ -30,6 +30,21 @@ class UsageReport:
     # first acknowledgement. Set by the caller, or by the service before it forwards.
     idempotency_key: str | None = None
 
+    def with_key(self, idempotency_key: str) -> UsageReport:
+        """This report with ``idempotency_key``; ``dataclasses.replace`` costs twice as much,
+        and the service keys every report it forwards without one. Lists every field: keep it
+        in step with them (tests/unit/service/test_report_usage.py checks it)."""
+        return UsageReport(
+            self.customer_id,
+            self.feature_id,
+            self.value,
+            self.resource_id,
+            self.behavior,
+            self.dimensions,
+            self.timestamp,
+            idempotency_key,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class CreditAck:

@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from json.encoder import encode_basestring_ascii
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -132,6 +133,8 @@ class HttpUpstreamSource:
         if retries < 0:
             raise ValueError(f"retries must not be negative, got {retries}")
         self._headers = {"X-API-KEY": api_key, "Accept": "application/json"}
+        self._json_headers = {**self._headers, "Content-Type": "application/json"}
+        self._usage_url = self._url(("v1", "usage"))
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=connect_timeout)
         # No total timeout: the stream is meant to stay open; silence is what kills it.
         self._stream_timeout = aiohttp.ClientTimeout(
@@ -183,11 +186,11 @@ class HttpUpstreamSource:
         """
         if not reports:
             return []
-        body = _dumps({"usages": [_encode_usage(r) for r in reports]}, "usages")
+        body = _encode_usages(reports)
         keyed = all(r.idempotency_key for r in reports)
         payload = await self._call(
             "POST",
-            self._url(("v1", "usage")),
+            self._usage_url,
             body=body,
             idempotent=keyed,
             # Upstream's 500 may be a failure after the commit; with keys a repeat is harmless.
@@ -403,15 +406,12 @@ class HttpUpstreamSource:
         limits: aiohttp.ClientTimeout,
         retry_server_errors: bool = False,
     ) -> bytes:
-        headers = dict(self._headers)
-        if body is not None:
-            headers["Content-Type"] = "application/json"
         try:
             async with self._client().request(
                 method,
                 url,
                 data=body,
-                headers=headers,
+                headers=self._headers if body is None else self._json_headers,
                 timeout=limits,
                 # Redirects would replay the API key to wherever they point.
                 allow_redirects=False,
@@ -555,11 +555,52 @@ def _quote_segment(segment: str) -> str:
     return quote(segment, safe="")
 
 
+# What json.dumps(body, separators=(",", ":"), allow_nan=False) would build per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+# A str as json writes it (ensure_ascii).
+_json_string = encode_basestring_ascii
+
+
 def _dumps(body: Mapping[str, Any], field: str) -> bytes:
     try:
-        return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+        return _ENCODER.encode(body).encode()
     except ValueError as exc:
         raise InvalidArgument(field, "numbers must be finite") from exc
+
+
+def _encode_usages(reports: Sequence[UsageReport]) -> bytes:
+    """The ``POST /v1/usage`` body: what ``_dumps({"usages": [_encode_usage(r), ...]})`` writes,
+    byte for byte, with the usual report (a float value, no dimensions) formatted directly;
+    building and encoding the dicts cost several times as much."""
+    try:
+        items = ",".join([_usage_json(r) for r in reports])
+    except ValueError as exc:
+        raise InvalidArgument("usages", "numbers must be finite") from exc
+    return ('{"usages":[' + items + "]}").encode()
+
+
+def _usage_json(report: UsageReport) -> str:
+    value = report.value
+    if type(value) is not float or not math.isfinite(value) or report.dimensions:
+        # Anything else as json writes it (a non-finite number raises ValueError there).
+        return _ENCODER.encode(_encode_usage(report))
+    text = (
+        '{"customerId":'
+        + _json_string(report.customer_id)
+        + ',"featureId":'
+        + _json_string(report.feature_id)
+        + ',"value":'
+        + repr(value)
+        + ',"updateBehavior":'
+        + _json_string(report.behavior.value)
+    )
+    if report.resource_id is not None:
+        text += ',"resourceId":' + _json_string(report.resource_id)
+    if report.timestamp is not None:
+        text += ',"timestamp":' + str(epoch_ms(report.timestamp))
+    if report.idempotency_key is not None:
+        text += ',"idempotencyKey":' + _json_string(report.idempotency_key)
+    return text + "}"
 
 
 def _encode_usage(report: UsageReport) -> dict[str, Any]:
@@ -600,6 +641,11 @@ def _put_optional(
 
 
 def _decode_acks(data: object, reports: Sequence[UsageReport]) -> list[UsageAck]:
+    plain = _plain_acks(data, reports)
+    return plain if plain is not None else _checked_acks(data, reports)
+
+
+def _checked_acks(data: object, reports: Sequence[UsageReport]) -> list[UsageAck]:
     results = JsonReader(data, "$").items("results")
     if len(results) != len(reports):
         raise StateDecodeError("$.results", f"expected {len(reports)} results, got {len(results)}")
@@ -613,6 +659,53 @@ def _decode_acks(data: object, reports: Sequence[UsageReport]) -> list[UsageAck]
             # Acks are matched to reports by position; a mismatch would write usage to the
             # wrong cache entry.
             raise StateDecodeError(f"$.results[{i}]", "does not match the report at its position")
+    return acks
+
+
+def _plain_acks(data: object, reports: Sequence[UsageReport]) -> list[UsageAck] | None:
+    """The acks ``_checked_acks`` decodes from an answer it accepts, checked alike but without
+    a reader and a path per field (every usage report's answer is decoded); None when anything
+    is off, for ``_checked_acks`` to name it."""
+    if type(data) is not dict:
+        return None
+    results = data.get("results")
+    if type(results) is not list or len(results) != len(reports):
+        return None
+    acks = []
+    for item, report in zip(results, reports, strict=True):
+        if type(item) is not dict:
+            return None
+        measurement_id = item.get("measurementId")
+        customer_id = item.get("customerId")
+        feature_id = item.get("featureId")
+        resource_id = item.get("resourceId")
+        if resource_id == "":
+            resource_id = None
+        if (
+            type(measurement_id) is not str
+            or type(customer_id) is not str
+            or type(feature_id) is not str
+            or (resource_id is not None and type(resource_id) is not str)
+            or not (measurement_id and customer_id and feature_id)
+            or (customer_id, feature_id, resource_id)
+            != (report.customer_id, report.feature_id, report.resource_id)
+        ):
+            return None
+        usage = item.get("usage")
+        credit = item.get("credit")
+        try:
+            acks.append(
+                UsageAck(
+                    measurement_id,
+                    customer_id,
+                    feature_id,
+                    resource_id,
+                    None if usage is None else decode_usage_dict(usage, "$.results[].usage"),
+                    None if credit is None else _decode_credit_ack(JsonReader(credit, "$")),
+                )
+            )
+        except StateDecodeError:
+            return None
     return acks
 
 
