@@ -572,9 +572,15 @@ class EntitlementService:
         held = self._cache.peek(key)
         if held is None:
             return
+        # A record already held (the change of this sidecar's own report, written back from
+        # its acknowledgement) changes nothing: replacing it would only drop memoized answers.
         if change.feature_id is not None:
+            if held.snapshot.feature_usage.get(change.feature_id) == change.record:
+                return
             snapshot = held.snapshot.with_feature_usage(change.feature_id, change.record)
         elif change.currency_id is not None:
+            if held.snapshot.credit_usage.get(change.currency_id) == change.record:
+                return
             snapshot = held.snapshot.with_credit_usage(change.currency_id, change.record)
         else:
             return

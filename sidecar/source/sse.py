@@ -70,6 +70,20 @@ class SseParser:
             text = text[1:]
         self._skip_lf = text.endswith("\r")
         events: list[SseEvent] = []
+        if "\r" not in text:
+            # LF line ends only (what servers send): split, the regex costs more than the rest.
+            lines = text.split("\n")
+            rest = lines.pop()
+            if lines:
+                lines[0] = self._partial + lines[0]
+                self._partial = ""
+                for line in lines:
+                    event = self.feed_line(line)
+                    if event is not None:
+                        events.append(event)
+            self._partial += rest
+            self._check_size(len(self._partial))
+            return events
         start = 0
         for match in _LINE_END.finditer(text):
             line = self._partial + text[start : match.start()]

@@ -1,4 +1,5 @@
-"""EntitlementService.report_usage: every forwarded report keyed."""
+"""EntitlementService.report_usage: every forwarded report keyed, the acknowledged usage written
+back once, and the change that echoes it changing nothing."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from sidecar.cache.hot_cache import HotCache
 from sidecar.model.usage import UpdateBehavior, UsageAck, UsageReport
 from sidecar.observability import Metrics
 from sidecar.service.entitlements import CacheEntry, EntitlementService, IdempotencyKeys
-from sidecar.source.base import Resync
+from sidecar.source.base import Resync, UsageChanged
 from sidecar.source.memory import InMemorySource
 from tests.builders import demo_snapshot
+
+API_CALLS = "GetMeteredEntitlement\x00api-calls\x000"
+SEATS = "GetNumericEntitlement\x00seats\x000"
 
 
 def test_with_key_copies_every_field() -> None:
@@ -84,3 +88,56 @@ async def test_reports_are_forwarded_with_the_callers_key_or_one_of_their_own() 
     assert [replace(r, idempotency_key=None) for r in source.forwarded] == [
         UsageReport("c", "api-calls", 1)
     ] * 4
+
+
+async def test_the_change_echoing_a_written_back_report_keeps_the_memoized_answers() -> None:
+    service, cache = await service_with(InMemorySource())
+
+    [ack] = await service.report_usage([UsageReport("c", "api-calls", 1)])
+
+    entry = cache.peek(("c", None))
+    assert entry is not None
+    assert ack.usage is not None
+    assert entry.snapshot.feature_usage["api-calls"] == ack.usage
+    # Reads after the report memoize their answers on the written-back snapshot ...
+    service.remember_view(entry.snapshot, API_CALLS, b"api", None)
+    service.remember_view(entry.snapshot, SEATS, b"seats", None)
+    written_back = entry.snapshot
+
+    # ... which the change upstream then streams for the same report leaves alone.
+    service.apply(UsageChanged("c", None, "api-calls", None, ack.usage))
+
+    entry = cache.peek(("c", None))
+    assert entry is not None
+    assert entry.snapshot is written_back
+    assert service.view(written_back, API_CALLS) == b"api"
+    assert service.view(written_back, SEATS) == b"seats"
+
+    # A record that differs (even at the same version) is applied as before.
+    other = replace(ack.usage, current_usage=ack.usage.current_usage + 5)
+    service.apply(UsageChanged("c", None, "api-calls", None, other))
+    entry = cache.peek(("c", None))
+    assert entry is not None
+    assert entry.snapshot.feature_usage["api-calls"] == other
+    assert service.view(entry.snapshot, API_CALLS) is None
+    assert service.view(entry.snapshot, SEATS) == b"seats"
+
+
+async def test_the_echo_of_a_wallet_change_keeps_the_memoized_answers_too() -> None:
+    service, cache = await service_with(InMemorySource())
+
+    [ack] = await service.report_usage([UsageReport("c", "ai-tokens", 3)])
+
+    assert ack.credit is not None
+    entry = cache.peek(("c", None))
+    assert entry is not None
+    assert entry.snapshot.credit_usage["ai-credits"] == ack.credit.record
+    service.remember_view(entry.snapshot, "GetEntitlementV2\x00ai-credits\x000", b"w", None)
+    written_back = entry.snapshot
+
+    service.apply(UsageChanged("c", None, None, "ai-credits", ack.credit.record))
+
+    entry = cache.peek(("c", None))
+    assert entry is not None
+    assert entry.snapshot is written_back
+    assert service.view(written_back, "GetEntitlementV2\x00ai-credits\x000") == b"w"
