@@ -6,6 +6,14 @@ Starts ``entitlement-upstream`` in its own process (fresh SQLite file, the examp
 catalog), provisions customers, then drives it from this process with aiohttp.
 The baseline is ``GET /livez`` on the same server in the same run: the cost of
 aiohttp + HTTP + the client alone, so the ratio isolates upstream's own work.
+
+``server CPU us/req`` is the upstream process's user+system CPU time (all threads, from
+``/proc/<pid>/stat``) over the phase divided by the requests it served: less sensitive to
+other jobs on the host than req/s.
+
+The last row probes ``GET /livez`` (one request at a time, its own connection) while
+``--concurrency`` usage writers run: its latency is what a request that needs no database
+waits for while upstream writes (a loop blocked by SQLite work shows up here).
 """
 
 from __future__ import annotations
@@ -75,6 +83,12 @@ async def drive(
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all threads (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_upstream(port: int) -> subprocess.Popen[bytes]:
     database = Path(tempfile.mkdtemp()) / "bench.db"
     env = {
@@ -87,7 +101,7 @@ def start_upstream(port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "upstream.main"], env=env)
 
 
-async def run(args: argparse.Namespace, port: int) -> list[dict[str, float]]:
+async def run(args: argparse.Namespace, port: int, pid: int) -> list[dict[str, float]]:
     base = f"http://127.0.0.1:{port}"
     await wait_ready(base, time.monotonic() + 30)
     headers = {"X-API-KEY": KEY}
@@ -127,7 +141,27 @@ async def run(args: argparse.Namespace, port: int) -> list[dict[str, float]]:
             ("GET entitlements", read_state),
             ("POST usage", write_usage),
         ):
-            results.append(await drive(name, args.seconds, args.concurrency, call))
+            cpu = cpu_seconds(pid)
+            result = await drive(name, args.seconds, args.concurrency, call)
+            result["cpu_us"] = (cpu_seconds(pid) - cpu) / result["requests"] * 1e6
+            results.append(result)
+
+        async with aiohttp.ClientSession() as probe_http:
+
+            async def probe(_: int) -> None:
+                async with probe_http.get(f"{base}/livez") as resp:
+                    await resp.read()
+
+            writers = asyncio.create_task(
+                drive("POST usage", args.seconds, args.concurrency, write_usage)
+            )
+            cpu = cpu_seconds(pid)
+            probed = await drive("GET /livez beside POST usage", args.seconds, 1, probe)
+            written = await writers
+            probed["cpu_us"] = (cpu_seconds(pid) - cpu) / (
+                probed["requests"] + written["requests"]
+            ) * 1e6
+            results.append(probed)
         return results
 
 
@@ -140,17 +174,20 @@ def main() -> None:
     port = free_port()
     server = start_upstream(port)
     try:
-        results = asyncio.run(run(args, port))
+        results = asyncio.run(run(args, port, server.pid))
     finally:
         server.terminate()
         server.wait(timeout=30)
     baseline = results[0]["per_second"]
-    print(f"| operation | req/s | p50 ms | p99 ms | vs baseline |  (c={args.concurrency})")
-    print("|---|---|---|---|---|")
+    print(
+        f"| operation | req/s | p50 ms | p99 ms | vs baseline | server CPU us/req |"
+        f"  (c={args.concurrency})"
+    )
+    print("|---|---|---|---|---|---|")
     for r in results:
         print(
             f"| {r['name']} | {r['per_second']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |"
-            f" {r['per_second'] / baseline:.2f}x |"
+            f" {r['per_second'] / baseline:.2f}x | {r['cpu_us']:.0f} |"
         )
 
 
