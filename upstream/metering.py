@@ -10,16 +10,15 @@ from datetime import datetime
 from typing import Any
 
 from entitlements.model.state import (
-    CustomerSnapshot,
     FeatureEntitlement,
     UsageRecord,
     encode_usage_record,
 )
 from entitlements.periods import current_period
 from upstream import credits, meters
-from upstream.domain import CreditGrant, GrantType, UsageCounter
+from upstream.domain import CreditGrant, CustomerFacts, GrantType, UsageCounter
 from upstream.errors import Invalid, NotFound
-from upstream.publisher import CREDIT_PREFIX
+from upstream.publisher import CREDIT_PREFIX, StatePublisher, source_facts
 from upstream.service import Upstream
 from upstream.store.sqlite import Tx
 
@@ -58,6 +57,47 @@ class _Pending:
 _Batch = dict[tuple[str, str | None, str], _Pending]
 
 
+class _Terms:
+    """The entitlement terms (period, credit rate) a batch needs, read once per key.
+
+    A report needs its feature's entitlement, not the customer's whole state: the customer,
+    subscriptions and promotions are read once per (customer, resource) in the batch (usage
+    does not change them), and each feature's entitlement is computed from them once, the
+    same as the full computation would give (``effective.feature_entitlement``).
+    """
+
+    def __init__(self, tx: Tx, publisher: StatePublisher, now: datetime) -> None:
+        self._tx = tx
+        self._publisher = publisher
+        self._now = now
+        self._sources: dict[tuple[str, str | None], CustomerFacts] = {}
+        self._features: dict[tuple[str, str | None, str], FeatureEntitlement | None] = {}
+
+    def customer(self, customer_id: str, resource_id: str | None, path: str) -> CustomerFacts:
+        """The customer's source facts; NotFound (naming ``path``) if there is no customer."""
+        key = (customer_id, resource_id)
+        found = self._sources.get(key)
+        if found is None:
+            found = source_facts(self._tx, customer_id, resource_id)
+            if found.customer is None:
+                raise NotFound(
+                    f"customer {customer_id!r} does not exist", field=f"{path}.customerId"
+                )
+            self._sources[key] = found
+        return found
+
+    def feature(
+        self, customer_id: str, resource_id: str | None, feature_id: str, path: str
+    ) -> FeatureEntitlement | None:
+        key = (customer_id, resource_id, feature_id)
+        if key not in self._features:
+            sources = self.customer(customer_id, resource_id, path)
+            self._features[key] = self._publisher.feature(
+                sources, customer_id, feature_id, self._now
+            )
+        return self._features[key]
+
+
 class Metering:
     """Batches (``report_usage``, ``report_events``) merge repeated updates of one counter:
     each update is computed (and, for reports, acknowledged with its own record and version)
@@ -73,10 +113,10 @@ class Metering:
     def report_usage(self, items: Sequence[UsageItem]) -> list[dict[str, Any]]:
         """All items or none: a bad item rolls the whole batch back."""
         now = self.up.clock()
-        states: dict[tuple[str, str | None], CustomerSnapshot] = {}
         results: list[dict[str, Any]] = []
         batch: _Batch = {}
         with self.up.transaction() as tx:
+            terms = _Terms(tx, self.up.publisher, now)
             for index, item in enumerate(items):
                 scope = f"usage:{item.customer_id}"
                 if item.idempotency_key is not None:
@@ -84,7 +124,7 @@ class Metering:
                     if stored is not None:
                         results.append(_replayed(json.loads(stored)))
                         continue
-                result = self._report_one(tx, item, now, states, f"usages[{index}]", batch)
+                result = self._report_one(tx, item, now, terms, f"usages[{index}]", batch)
                 if item.idempotency_key is not None:
                     tx.remember_response(scope, item.idempotency_key, json.dumps(result), now)
                 results.append(result)
@@ -105,24 +145,6 @@ class Metering:
             )
         batch.clear()
 
-    def _state(
-        self,
-        tx: Tx,
-        states: dict[tuple[str, str | None], CustomerSnapshot],
-        customer_id: str,
-        resource_id: str | None,
-        now: datetime,
-        path: str,
-    ) -> CustomerSnapshot:
-        key = (customer_id, resource_id)
-        if key not in states:
-            if tx.get_customer(customer_id) is None:
-                raise NotFound(
-                    f"customer {customer_id!r} does not exist", field=f"{path}.customerId"
-                )
-            states[key], _ = self.up.publisher.compute(tx, customer_id, resource_id, now)
-        return states[key]
-
     def _metered(self, feature_id: str, path: str) -> None:
         feature = self.up.catalog.features.get(feature_id)
         if feature is None:
@@ -135,17 +157,25 @@ class Metering:
         tx: Tx,
         item: UsageItem,
         now: datetime,
-        states: dict[tuple[str, str | None], CustomerSnapshot],
+        terms: _Terms,
         path: str,
         batch: _Batch,
     ) -> dict[str, Any]:
         self._metered(item.feature_id, path)
         if item.set_value and item.value < 0:
             raise Invalid("must be >= 0 with SET", field=f"{path}.value")
-        snapshot = self._state(tx, states, item.customer_id, item.resource_id, now, path)
-        entitlement = snapshot.state.features.get(item.feature_id)
+        entitlement = terms.feature(item.customer_id, item.resource_id, item.feature_id, path)
+        counter = _counter(tx, batch, item.customer_id, item.resource_id, item.feature_id)
         record, delta = self._write_counter(
-            tx, batch, item.customer_id, item.resource_id, item.feature_id, entitlement, item, now
+            tx,
+            batch,
+            item.customer_id,
+            item.resource_id,
+            item.feature_id,
+            entitlement,
+            counter,
+            item,
+            now,
         )
         return {
             "measurementId": str(uuid.uuid4()),
@@ -164,14 +194,15 @@ class Metering:
         resource_id: str | None,
         feature_id: str,
         entitlement: FeatureEntitlement | None,
+        counter: UsageCounter | None,
         item: UsageItem | None,
         now: datetime,
         meter_value: float | None = None,
         meter_state: str | None = None,
     ) -> tuple[UsageRecord, float]:
-        """Update a counter within ``batch`` (written by :meth:`_flush`)."""
+        """Update a counter within ``batch`` (written by :meth:`_flush`); ``counter`` is its
+        current value (:func:`_counter`)."""
         start, end = _period(entitlement, now)
-        counter = _counter(tx, batch, customer_id, resource_id, feature_id)
         base = counter.value if counter is not None and counter.period_start == start else 0.0
         if meter_value is not None:
             new = meter_value
@@ -209,7 +240,10 @@ class Metering:
         else:
             outcome = credits.credit_back(grants, deficit, currency_id, resource_id, -cost, now)
         self._persist_burn(tx, customer_id, resource_id, currency_id, grants, outcome, now)
-        record, granted = self._wallet_changed(tx, customer_id, resource_id, currency_id, now)
+        # The wallet as just written: no need to read it back.
+        record, granted = self._wallet_changed(
+            tx, customer_id, resource_id, currency_id, now, (outcome.grants, outcome.deficit)
+        )
         return {
             "currencyId": currency_id,
             "granted": granted,
@@ -234,11 +268,24 @@ class Metering:
         tx.add_ledger(customer_id, resource_id, outcome.entries, now)
 
     def _wallet_changed(
-        self, tx: Tx, customer_id: str, resource_id: str | None, currency_id: str, now: datetime
+        self,
+        tx: Tx,
+        customer_id: str,
+        resource_id: str | None,
+        currency_id: str,
+        now: datetime,
+        written: tuple[Sequence[CreditGrant], float] | None = None,
     ) -> tuple[UsageRecord, float]:
-        """Version the wallet's consumption and publish it; returns (record, granted)."""
-        grants = tx.grants_for(customer_id)
-        deficit = tx.deficits_for(customer_id, resource_id).get(currency_id, 0.0)
+        """Version the wallet's consumption and publish it; returns (record, granted).
+
+        ``written``: the customer's grants and this pool's deficit as the caller just wrote
+        them (else they are read).
+        """
+        if written is not None:
+            grants, deficit = written
+        else:
+            grants = tx.grants_for(customer_id)
+            deficit = tx.deficits_for(customer_id, resource_id).get(currency_id, 0.0)
         totals = credits.balance(grants, deficit, currency_id, resource_id, now)
         active = credits.active_grants(grants, currency_id, resource_id, now)
         ends = [
@@ -269,25 +316,30 @@ class Metering:
         """Aggregate raw events into metered usage; returns (accepted, duplicates)."""
         now = self.up.clock()
         accepted = duplicates = 0
-        states: dict[tuple[str, str | None], CustomerSnapshot] = {}
         batch: _Batch = {}
         with self.up.transaction() as tx:
+            terms = _Terms(tx, self.up.publisher, now)
             for index, event in enumerate(events):
                 scope = f"event:{event.customer_id}:{event.resource_id or ''}:{event.event_name}"
                 if tx.idempotent_response(scope, event.idempotency_key) is not None:
                     duplicates += 1
                     continue
-                snapshot = self._state(
-                    tx, states, event.customer_id, event.resource_id, now, f"events[{index}]"
-                )
+                path = f"events[{index}]"
+                terms.customer(event.customer_id, event.resource_id, path)
                 tx.remember_response(scope, event.idempotency_key, "{}", now)
-                self._aggregate(tx, batch, event, snapshot, now)
+                self._aggregate(tx, batch, event, terms, path, now)
                 accepted += 1
             self._flush(tx, batch)
         return accepted, duplicates
 
     def _aggregate(
-        self, tx: Tx, batch: _Batch, event: EventItem, snapshot: CustomerSnapshot, now: datetime
+        self,
+        tx: Tx,
+        batch: _Batch,
+        event: EventItem,
+        terms: _Terms,
+        path: str,
+        now: datetime,
     ) -> None:
         for feature in self.up.catalog.features.values():
             definition = feature.event_meter
@@ -302,15 +354,17 @@ class Metering:
             )
             if not meters.matches(meter, event.event_name, event.dimensions):
                 continue
-            entitlement = snapshot.state.features.get(feature.id)
+            entitlement = terms.feature(event.customer_id, event.resource_id, feature.id, path)
             start, _ = _period(entitlement, now)
             pending = batch.get((event.customer_id, event.resource_id, feature.id))
-            counter: UsageCounter | None
+            counter: UsageCounter | None = None
+            raw: str | None = None
             if pending is not None:
                 counter, raw = pending.counter, pending.meter_state
             else:
-                counter = tx.usage_for(event.customer_id, event.resource_id).get(feature.id)
-                raw = tx.meter_state(event.customer_id, event.resource_id, feature.id)
+                stored = tx.usage_counter(event.customer_id, event.resource_id, feature.id)
+                if stored is not None:
+                    counter, raw = stored
             state = meters.MeterState()
             if counter is not None and counter.period_start == start and raw:
                 state = meters.state_from_json(json.loads(raw))
@@ -324,6 +378,7 @@ class Metering:
                 event.resource_id,
                 feature.id,
                 entitlement,
+                counter,
                 None,
                 now,
                 meter_value=meters.value(meter, updated),
@@ -418,7 +473,8 @@ def _counter(
     pending = batch.get((customer_id, resource_id, feature_id))
     if pending is not None:
         return pending.counter
-    return tx.usage_for(customer_id, resource_id).get(feature_id)
+    stored = tx.usage_counter(customer_id, resource_id, feature_id)
+    return None if stored is None else stored[0]
 
 
 def _period(

@@ -8,15 +8,22 @@ from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime
 
-from entitlements.model.events import ChangeEvent, EventKind, encode_event
-from entitlements.model.state import CustomerSnapshot, UsageRecord, encode_state_dict
+from entitlements.model.events import EVENT_SCHEMA_VERSION, ChangeEvent, EventKind, encode_event
+from entitlements.model.state import (
+    CustomerSnapshot,
+    FeatureEntitlement,
+    UsageRecord,
+    encode_state_dict,
+)
 from upstream.catalog.model import Catalog
-from upstream.compute.effective import compute_snapshot
+from upstream.compute.effective import compute_snapshot, feature_entitlement
 from upstream.domain import CustomerFacts
 from upstream.store.sqlite import Tx
 
 
-def facts(tx: Tx, customer_id: str, resource_id: str | None) -> CustomerFacts:
+def source_facts(tx: Tx, customer_id: str, resource_id: str | None) -> CustomerFacts:
+    """The facts that decide which features a (customer, resource) has and on what terms:
+    the customer, subscriptions and promotions; no grants, deficits or usage."""
     customer = tx.get_customer(customer_id)
     if customer is None:
         return CustomerFacts(customer=None, resource_id=resource_id)
@@ -25,6 +32,15 @@ def facts(tx: Tx, customer_id: str, resource_id: str | None) -> CustomerFacts:
         resource_id=resource_id,
         subscriptions=tuple(tx.subscriptions_for(customer_id)),
         promotions=tuple(tx.promotions_for(customer_id)),
+    )
+
+
+def facts(tx: Tx, customer_id: str, resource_id: str | None) -> CustomerFacts:
+    found = source_facts(tx, customer_id, resource_id)
+    if found.customer is None:
+        return found
+    return replace(
+        found,
         grants=tuple(tx.grants_for(customer_id)),
         deficits=tx.deficits_for(customer_id, resource_id),
         usage=tx.usage_for(customer_id, resource_id),
@@ -65,20 +81,37 @@ class StatePublisher:
         self.catalog = catalog
 
     def compute(
-        self, tx: Tx, customer_id: str, resource_id: str | None, now: datetime
+        self,
+        tx: Tx,
+        customer_id: str,
+        resource_id: str | None,
+        now: datetime,
+        found: CustomerFacts | None = None,
     ) -> tuple[CustomerSnapshot, datetime | None]:
-        found = facts(tx, customer_id, resource_id)
+        """The state as of ``now``; ``found``: the facts, if the caller has read them."""
+        if found is None:
+            found = facts(tx, customer_id, resource_id)
         snapshot, next_change = compute_snapshot(self.catalog, found, now, customer_id=customer_id)
         return _with_wallet_versions(snapshot, found), next_change
+
+    def feature(
+        self, sources: CustomerFacts, customer_id: str, feature_id: str, now: datetime
+    ) -> FeatureEntitlement | None:
+        """One feature of the state :meth:`compute` would give, from :func:`source_facts` alone
+        (``valid_until`` left out: see ``effective.feature_entitlement``)."""
+        return feature_entitlement(
+            self.catalog, sources, now, customer_id=customer_id, feature_id=feature_id
+        )
 
     def current(
         self, tx: Tx, customer_id: str, resource_id: str | None, now: datetime
     ) -> CustomerSnapshot:
         """The state as of ``now``, publishing it first if it changed unnoticed (time passed)."""
-        if tx.get_customer(customer_id) is None:
-            snapshot, _ = self.compute(tx, customer_id, resource_id, now)
+        found = facts(tx, customer_id, resource_id)
+        if found.customer is None:
+            snapshot, _ = self.compute(tx, customer_id, resource_id, now, found)
             return snapshot
-        return self.refresh(tx, customer_id, [resource_id], now)[resource_id]
+        return self._refresh_one(tx, customer_id, resource_id, now, found)
 
     def refresh(
         self,
@@ -88,8 +121,9 @@ class StatePublisher:
         now: datetime,
     ) -> dict[str | None, CustomerSnapshot]:
         """Recompute the given keys (default: every key known for the customer)."""
-        keys: set[str | None] = {None, *tx.state_resources(customer_id)}
-        if resources is not None:
+        if resources is None:
+            keys: set[str | None] = {None, *tx.state_resources(customer_id)}
+        else:
             keys = set(resources)
         out: dict[str | None, CustomerSnapshot] = {}
         for resource_id in sorted(keys, key=lambda r: r or ""):
@@ -97,9 +131,14 @@ class StatePublisher:
         return out
 
     def _refresh_one(
-        self, tx: Tx, customer_id: str, resource_id: str | None, now: datetime
+        self,
+        tx: Tx,
+        customer_id: str,
+        resource_id: str | None,
+        now: datetime,
+        found: CustomerFacts | None = None,
     ) -> CustomerSnapshot:
-        snapshot, next_change = self.compute(tx, customer_id, resource_id, now)
+        snapshot, next_change = self.compute(tx, customer_id, resource_id, now, found)
         new_digest = digest(snapshot)
         stored = tx.state_digest(customer_id, resource_id)
         if stored is not None and stored[1] == new_digest:
@@ -151,7 +190,26 @@ class StatePublisher:
 
     @staticmethod
     def _append(tx: Tx, event: ChangeEvent) -> None:
-        seq = tx.append_outbox(
-            event.customer_id, event.resource_id, event.kind.value, event.committed_at
+        tx.append_outbox(
+            event.customer_id,
+            event.resource_id,
+            event.kind.value,
+            event.committed_at,
+            _around_seq(event),
         )
-        tx.set_payload(seq, encode_event(replace(event, seq=seq)).decode())
+
+
+def _around_seq(event: ChangeEvent) -> tuple[str, str]:
+    """The encoded event split where its ``seq`` goes: the store puts the seq in between.
+
+    The envelope starts with ``schemaVersion``, ``kind`` and ``seq`` (encode_event_dict), so
+    the first ``"seq":0,`` is the envelope's own; checked, since the feed depends on it.
+    """
+    encoded = encode_event(replace(event, seq=0)).decode()
+    head, mark, tail = encoded.partition(_SEQ_MARK)
+    if not mark or head != f'{{"schemaVersion":{EVENT_SCHEMA_VERSION},"kind":"{event.kind.value}",':
+        raise AssertionError(f"unexpected event envelope: {encoded[:120]!r}")
+    return head + '"seq":', "," + tail
+
+
+_SEQ_MARK = '"seq":0,'

@@ -45,7 +45,7 @@ from upstream.domain import (
     SubscriptionStatus,
 )
 
-__all__ = ["compute_snapshot"]
+__all__ = ["compute_snapshot", "feature_entitlement"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +85,7 @@ def compute_snapshot(
     Raises:
         ValueError: ``facts.customer`` is another customer, or ``now`` is naive.
     """
-    if now.tzinfo is None or now.utcoffset() is None:
-        raise ValueError(f"now must be timezone-aware, got {now!r}")
-    now = now.astimezone(UTC)
-    if facts.customer is not None and facts.customer.id != customer_id:
-        raise ValueError(f"facts are for customer {facts.customer.id!r}, not {customer_id!r}")
+    now = _checked(facts, now, customer_id)
     blocked = _blocking_reason(facts, now)
     if blocked is None:
         return _compute(catalog, facts, now, customer_id)
@@ -97,6 +93,39 @@ def compute_snapshot(
     # Only a scheduled archival can change a blocked customer's answer by itself.
     archival = facts.customer.archived_at if facts.customer else None
     return CustomerSnapshot(state), archival if archival and archival > now else None
+
+
+def feature_entitlement(
+    catalog: Catalog, facts: CustomerFacts, now: datetime, *, customer_id: str, feature_id: str
+) -> FeatureEntitlement | None:
+    """One feature of :func:`compute_snapshot`'s state, computed alone.
+
+    Equal to ``compute_snapshot(...)[0].state.features.get(feature_id)`` except that
+    ``valid_until`` is None: that instant depends on every feature and wallet of the customer,
+    and this reads only what decides the one feature. Usage reports need the feature's period
+    and credit rate, not the customer's whole state; only ``facts.customer``,
+    ``facts.subscriptions`` and ``facts.promotions`` are read (grants, deficits and usage may be
+    left empty).
+
+    Raises:
+        ValueError: as :func:`compute_snapshot`.
+    """
+    now = _checked(facts, now, customer_id)
+    feature = catalog.features.get(feature_id)
+    if feature is None or _blocking_reason(facts, now) is not None:
+        return None
+    _, live, promotions = _sources(facts, now)
+    grant = _merge_sources(catalog, live, promotions, now, only=feature_id).get(feature_id)
+    return None if grant is None else _feature_entitlement(feature, grant, None)
+
+
+def _checked(facts: CustomerFacts, now: datetime, customer_id: str) -> datetime:
+    """``now`` in UTC, after checking it is aware and that the facts are ``customer_id``'s."""
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError(f"now must be timezone-aware, got {now!r}")
+    if facts.customer is not None and facts.customer.id != customer_id:
+        raise ValueError(f"facts are for customer {facts.customer.id!r}, not {customer_id!r}")
+    return now.astimezone(UTC)
 
 
 def _promotion_is_live(promotion: PromotionalEntitlement, now: datetime) -> bool:
@@ -121,15 +150,8 @@ def _blocking_reason(facts: CustomerFacts, now: datetime) -> DenialReason | None
 def _compute(
     catalog: Catalog, facts: CustomerFacts, now: datetime, customer_id: str
 ) -> tuple[CustomerSnapshot, datetime | None]:
-    scope = (None, facts.resource_id)
-    # Customer-level subscriptions and promotions apply to every resource.
-    subscriptions = [s for s in facts.subscriptions if s.resource_id in scope]
-    live = sorted((s for s in subscriptions if s.is_live(now)), key=lambda s: (s.start_date, s.id))
-    promotions = sorted(
-        (p for p in facts.promotions if p.resource_id in scope and _promotion_is_live(p, now)),
-        key=lambda p: p.id,
-    )
-    grants = [g for g in facts.grants if g.resource_id in scope]
+    subscriptions, live, promotions = _sources(facts, now)
+    grants = [g for g in facts.grants if g.resource_id in (None, facts.resource_id)]
     merged = _merge_sources(catalog, live, promotions, now)
     feature_usage = {
         fid: _usage_record(grant, facts, fid, now)
@@ -156,35 +178,63 @@ def _compute(
 # --------------------------------------------------------------------------- sources
 
 
+def _sources(
+    facts: CustomerFacts, now: datetime
+) -> tuple[list[Subscription], list[Subscription], list[PromotionalEntitlement]]:
+    """(subscriptions in scope, the live ones in source order, live promotions in source order)."""
+    scope = (None, facts.resource_id)
+    # Customer-level subscriptions and promotions apply to every resource.
+    subscriptions = [s for s in facts.subscriptions if s.resource_id in scope]
+    live = sorted((s for s in subscriptions if s.is_live(now)), key=lambda s: (s.start_date, s.id))
+    promotions = sorted(
+        (p for p in facts.promotions if p.resource_id in scope and _promotion_is_live(p, now)),
+        key=lambda p: p.id,
+    )
+    return subscriptions, live, promotions
+
+
 def _merge_sources(
     catalog: Catalog,
     subscriptions: Iterable[Subscription],
     promotions: Iterable[PromotionalEntitlement],
     now: datetime,
+    *,
+    only: str | None = None,
 ) -> _Grants:
-    """Most generous wins across sources, folded in source order so that ties go to the earlier."""
+    """Most generous wins across sources, folded in source order so that ties go to the earlier.
+
+    With ``only``, just that feature: features never mix, so leaving the others out of every
+    fold changes nothing for it.
+    """
     merged: _Grants = {}
     for sub in subscriptions:
-        for fid, grant in _subscription_grants(catalog, sub, now).items():
+        for fid, grant in _subscription_grants(catalog, sub, now, only).items():
             _put(merged, fid, grant, _more_generous)
     for promotion in promotions:
+        if only is not None and promotion.feature_id != only:
+            continue
         feature = catalog.features.get(promotion.feature_id)
         if feature is not None:
             _put(merged, feature.id, _promotion_grant(feature, promotion, now), _more_generous)
     return merged
 
 
-def _subscription_grants(catalog: Catalog, sub: Subscription, now: datetime) -> _Grants:
+def _subscription_grants(
+    catalog: Catalog, sub: Subscription, now: datetime, only: str | None = None
+) -> _Grants:
     # A plan or add-on removed from the catalog grants nothing rather than failing the customer.
     plan_defs = (
         catalog.resolved_plan_entitlements(sub.plan_id) if sub.plan_id in catalog.plans else {}
     )
+    if only is not None:
+        plan_defs = {only: plan_defs[only]} if only in plan_defs else {}
     grants = {fid: _from_def(d, sub, 1, now) for fid, d in plan_defs.items()}
     addon_defs = [
         (d, qty)
         for addon_id, qty in sorted(sub.addons.items())
         if qty > 0 and addon_id in catalog.addons
         for d in catalog.addons[addon_id].entitlements
+        if only is None or d.feature_id == only
     ]
     # Overrides first, so that an increment bought alongside adds to the replacement.
     overrides: _Grants = {}

@@ -2,7 +2,9 @@
 
 At-least-once: a crash after publishing but before marking re-publishes the
 batch on restart; every event carries a per-record version, so consumers treat
-the repeat as a no-op.
+the repeat as a no-op. For the same reason marking is not made durable (no fsync
+of its own): power loss can only undo it, which is the crash case again; and a
+batch is marked with the next read of the outbox, in the same transaction.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class Relay:
         self._batch_size = batch_size
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Published, not marked yet (see _publish).
+        self._unmarked: list[int] = []
         self.published = 0
 
     def notify(self) -> None:
@@ -40,26 +44,47 @@ class Relay:
         self._wakeup.set()
 
     async def drain(self) -> int:
-        """Publish everything pending now; returns how many events went out."""
+        """Publish everything pending now, and mark it; returns how many events went out."""
+        return await self._publish(mark_last=True)
+
+    async def _publish(self, *, mark_last: bool) -> int:
+        """Publish what is unpublished, batch by batch, marking each batch with the next read.
+
+        Without ``mark_last`` the last batch stays unmarked until the next call (the next
+        wake-up): one trip to the writer thread per wake-up, not two. A batch published but not
+        yet marked is published again after a crash, as any unmarked one.
+        """
         total = 0
-        while True:
-            with self._store.transaction() as tx:
-                batch = tx.unpublished(self._batch_size)
-            if not batch:
-                return total
+        batch = self._mark_and_read(self._unmarked)
+        self._unmarked = []
+        while batch:
             for publisher in self._publishers:
                 await publisher.publish(batch)
-            with self._store.transaction() as tx:
-                tx.mark_published([seq for seq, _ in batch])
+            self._unmarked = [seq for seq, _ in batch]
             total += len(batch)
             self.published += len(batch)
+            if not mark_last and len(batch) < self._batch_size:
+                # Whatever committed after this read has woken the relay: marking can wait.
+                break
+            batch = self._mark_and_read(self._unmarked)
+            self._unmarked = []
+        return total
+
+    def _mark_and_read(self, published: Sequence[int]) -> list[tuple[int, str]]:
+        """Mark what was published (if anything) and read the next batch, in one transaction."""
+        if not published:
+            with self._store.read() as tx:
+                return tx.unpublished(self._batch_size)
+        with self._store.transaction(durable=False) as tx:
+            tx.mark_published(published)
+            return tx.unpublished(self._batch_size)
 
     async def run(self, poll_interval: float = 1.0) -> None:
         backoff = 0.1
         while True:
             self._wakeup.clear()
             try:
-                await self.drain()
+                await self._publish(mark_last=False)
                 backoff = 0.1
             except Exception as exc:  # a publisher is down: keep the rows, retry later
                 log.warning("relay_publish_failed", error=str(exc))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -56,7 +56,7 @@ def _req_ms(value: int) -> datetime:
 
 
 class Store:
-    """One SQLite database; all access goes through ``transaction()``."""
+    """One SQLite database; all access goes through ``transaction()`` (or ``read()``)."""
 
     def __init__(self, path: str | Path) -> None:
         self._conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
@@ -76,16 +76,42 @@ class Store:
             )
 
     @contextmanager
-    def transaction(self) -> Iterator[Tx]:
-        """A serialized write transaction: commit on success, roll back on any error."""
+    def transaction(self, *, durable: bool = True) -> Iterator[Tx]:
+        """A serialized write transaction: commit on success, roll back on any error.
+
+        ``durable=False`` commits without waiting for the disk (``synchronous=NORMAL`` for this
+        transaction alone): power loss may undo it, never reorder it, since the next durable
+        commit syncs the write-ahead log up to itself. Only for bookkeeping whose loss is
+        harmless, such as marking outbox rows published (they are published again).
+        """
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            if not durable:
+                self._conn.execute("PRAGMA synchronous=NORMAL")
             try:
-                yield Tx(self._conn)
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield Tx(self._conn)
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+            finally:
+                if not durable:
+                    self._conn.execute("PRAGMA synchronous=FULL")
+
+    @contextmanager
+    def read(self) -> Iterator[Tx]:
+        """Queries outside a transaction: each statement is atomic alone, so read one thing.
+
+        Skips the BEGIN and COMMIT a one-statement read does not need.
+        """
+        with self._lock:
+            yield Tx(self._conn)
+
+    def trace(self, callback: Callable[[str], object] | None) -> None:
+        """Call ``callback`` with each SQL statement as it starts, on the thread running it
+        (None: stop). For tests and measurements (``sqlite3.Connection.set_trace_callback``)."""
+        self._conn.set_trace_callback(callback)
 
     def close(self) -> None:
         self._conn.close()
@@ -408,14 +434,17 @@ class Tx:
             version=row["version"],
         )
 
-    def meter_state(self, customer_id: str, resource_id: str | None, feature_id: str) -> str | None:
+    def usage_counter(
+        self, customer_id: str, resource_id: str | None, feature_id: str
+    ) -> tuple[UsageCounter, str | None] | None:
+        """One counter and its meter state (raw events' aggregation), or None."""
         row = self._one(
-            "SELECT meter_state FROM usage WHERE customer_id=? AND resource_key=? AND feature_id=?",
+            "SELECT * FROM usage WHERE customer_id=? AND resource_key=? AND feature_id=?",
             customer_id,
             rkey(resource_id),
             feature_id,
         )
-        return None if row is None else row[0]
+        return None if row is None else (self._usage(row), row["meter_state"])
 
     def put_usage(self, counter: UsageCounter, meter_state: str | None = None) -> None:
         self._c.execute(
@@ -529,22 +558,35 @@ class Tx:
     # ------------------------------------------------------------------- outbox
 
     def append_outbox(
-        self, customer_id: str, resource_id: str | None, kind: str, committed_at: datetime
+        self,
+        customer_id: str,
+        resource_id: str | None,
+        kind: str,
+        committed_at: datetime,
+        payload: tuple[str, str],
     ) -> int:
-        """Reserve the next feed position; the payload is filled in by ``set_payload``."""
+        """Append an event at the next feed position, in one statement; returns the position.
+
+        The payload carries its own position, known only once the row is inserted, so
+        ``payload`` is the encoded event split around where its ``seq`` goes, and the row stores
+        ``head + seq + tail``. The position is the one AUTOINCREMENT would have chosen: past
+        both the largest ever handed out and the largest present (inserting it records it).
+        """
+        head, tail = payload
         row = self._one(
-            "INSERT INTO outbox(customer_id, resource_key, kind, payload, committed_at)"
-            " VALUES(?,?,?,'',?) RETURNING seq",
+            "INSERT INTO outbox(seq, customer_id, resource_key, kind, payload, committed_at)"
+            " SELECT n.seq, ?, ?, ?, ? || n.seq || ?, ? FROM (SELECT MAX("
+            "COALESCE((SELECT seq FROM sqlite_sequence WHERE name='outbox'), 0),"
+            " COALESCE((SELECT MAX(seq) FROM outbox), 0)) + 1 AS seq) AS n RETURNING seq",
             customer_id,
             rkey(resource_id),
             kind,
+            head,
+            tail,
             to_ms(committed_at),
         )
         assert row is not None
         return int(row[0])
-
-    def set_payload(self, seq: int, payload: str) -> None:
-        self._c.execute("UPDATE outbox SET payload=? WHERE seq=?", (payload, seq))
 
     def unpublished(self, limit: int) -> list[tuple[int, str]]:
         rows = self._all(

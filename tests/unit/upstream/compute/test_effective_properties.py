@@ -26,8 +26,10 @@ from tests.unit.upstream.compute.effective_support import (
     sub,
 )
 from upstream.catalog import AddonBehavior
+from upstream.compute.effective import feature_entitlement
 from upstream.domain import (
     CreditGrant,
+    Customer,
     CustomerFacts,
     GrantType,
     PromotionalEntitlement,
@@ -210,3 +212,25 @@ def test_valid_until_is_the_next_change_on_every_item(customer_facts: CustomerFa
     assert snapshot.state.customer_id == CUSTOMER_ID
     assert set(snapshot.feature_usage) <= set(snapshot.state.features)
     assert set(snapshot.credit_usage) == set(snapshot.state.credits)
+
+
+@PROPERTY
+@given(customers(), st.sampled_from(["live", "archived", "archiving", "unknown"]), st.data())
+def test_one_feature_computed_alone_is_that_feature_of_the_whole_state(
+    customer_facts: CustomerFacts, customer: str, data: st.DataObject
+) -> None:
+    """Usage reports compute their feature alone (feature_entitlement): it must agree with the
+    whole state on every feature, valid_until apart, without grants, deficits or usage."""
+    if customer == "unknown":
+        customer_facts = replace(customer_facts, customer=None)
+    elif customer != "live":
+        at = data.draw(offsets(24 * 30, past_hours=0 if customer == "archiving" else 24 * 30))
+        customer_facts = replace(customer_facts, customer=Customer(CUSTOMER_ID, archived_at=at))
+    whole = run(customer_facts)[0].state.features
+    sources = replace(customer_facts, grants=(), deficits={}, usage={})
+    for feature_id in [*sorted(CATALOG.features), "no-such-feature"]:
+        alone = feature_entitlement(
+            CATALOG, sources, NOW, customer_id=CUSTOMER_ID, feature_id=feature_id
+        )
+        expected = whole.get(feature_id)
+        assert alone == (None if expected is None else replace(expected, valid_until=None))
