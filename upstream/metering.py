@@ -448,22 +448,34 @@ class Metering:
     def balance(
         self, customer_id: str, currency_id: str, resource_id: str | None
     ) -> credits.Balance:
-        now = self.up.clock()
         with self.up.store.transaction() as tx:
-            if tx.get_customer(customer_id) is None:
-                raise NotFound(f"customer {customer_id!r} does not exist", field="customerId")
-            deficit = tx.deficits_for(customer_id, resource_id).get(currency_id, 0.0)
-            return credits.balance(
-                tx.grants_for(customer_id), deficit, currency_id, resource_id, now
-            )
+            return self.read_balance(tx, customer_id, currency_id, resource_id)
+
+    def read_balance(
+        self, tx: Tx, customer_id: str, currency_id: str, resource_id: str | None
+    ) -> credits.Balance:
+        """:meth:`balance` within ``tx`` (e.g. a ``Store.snapshot``)."""
+        if tx.get_customer(customer_id) is None:
+            raise NotFound(f"customer {customer_id!r} does not exist", field="customerId")
+        deficit = tx.deficits_for(customer_id, resource_id).get(currency_id, 0.0)
+        return credits.balance(
+            tx.grants_for(customer_id), deficit, currency_id, resource_id, self.up.clock()
+        )
 
     def ledger(
         self, customer_id: str, currency_id: str | None, after: int, limit: int
     ) -> list[dict[str, Any]]:
         with self.up.store.transaction() as tx:
-            if tx.get_customer(customer_id) is None:
-                raise NotFound(f"customer {customer_id!r} does not exist", field="customerId")
-            return tx.ledger(customer_id, currency_id, after, limit)
+            return self.read_ledger(tx, customer_id, currency_id, after, limit)
+
+    @staticmethod
+    def read_ledger(
+        tx: Tx, customer_id: str, currency_id: str | None, after: int, limit: int
+    ) -> list[dict[str, Any]]:
+        """:meth:`ledger` within ``tx`` (e.g. a ``Store.snapshot``)."""
+        if tx.get_customer(customer_id) is None:
+            raise NotFound(f"customer {customer_id!r} does not exist", field="customerId")
+        return tx.ledger(customer_id, currency_id, after, limit)
 
 
 def _counter(

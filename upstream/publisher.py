@@ -113,6 +113,24 @@ class StatePublisher:
             return snapshot
         return self._refresh_one(tx, customer_id, resource_id, now, found)
 
+    def peek(
+        self, tx: Tx, customer_id: str, resource_id: str | None, now: datetime
+    ) -> CustomerSnapshot | None:
+        """What :meth:`current` returns, if it would write nothing; else None.
+
+        Reads only, so ``tx`` may be a read-only snapshot. :meth:`current` writes when the state
+        is not the one published (time changed it, or it was never stored) or its next change
+        moved.
+        """
+        found = facts(tx, customer_id, resource_id)
+        snapshot, next_change = self.compute(tx, customer_id, resource_id, now, found)
+        if found.customer is None:
+            return snapshot
+        stored = tx.state_digest(customer_id, resource_id)
+        if stored is None or stored[1] != digest(snapshot) or stored[2] != next_change:
+            return None
+        return replace(snapshot, state=replace(snapshot.state, version=stored[0]))
+
     def refresh(
         self,
         tx: Tx,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
+from datetime import datetime
 from types import TracebackType
 
 import redis.asyncio as aioredis
@@ -94,12 +95,16 @@ class UpstreamServer:
                 "time forward; for test environments only",
             )
 
+    def _process_due(self) -> datetime | None:
+        """One scheduler pass (on the writer thread): apply what is due; returns the next due."""
+        self.upstream.process_due()
+        return self.upstream.next_due()
+
     async def _schedule(self) -> None:
         """Apply trial ends, expiries and period ends when their time comes."""
         while True:
             try:
-                self.upstream.process_due()
-                due = self.upstream.next_due()
+                due = await self.store.run(self._process_due)
             except Exception:
                 log.exception("scheduler_failed")
                 due = None
@@ -120,7 +125,9 @@ class UpstreamServer:
             await self.relay.drain()
         if self._redis is not None:
             await self._redis.aclose()
-        self.store.close()
+        # Last: waits for whatever the writer thread still has (a cancelled request's
+        # transaction), then closes the database, off the loop.
+        await asyncio.to_thread(self.store.close)
 
     async def __aenter__(self) -> UpstreamServer:
         await self.start()

@@ -135,7 +135,12 @@ class Upstream:
 
     def get_customer(self, customer_id: str) -> tuple[Customer, list[Subscription]]:
         with self.store.transaction() as tx:
-            return self._customer(tx, customer_id), tx.subscriptions_for(customer_id)
+            return self.read_customer(tx, customer_id)
+
+    @classmethod
+    def read_customer(cls, tx: Tx, customer_id: str) -> tuple[Customer, list[Subscription]]:
+        """:meth:`get_customer` within ``tx`` (e.g. a ``Store.snapshot``)."""
+        return cls._customer(tx, customer_id), tx.subscriptions_for(customer_id)
 
     def archive_customer(self, customer_id: str) -> Customer:
         now = self.clock()
@@ -374,6 +379,13 @@ class Upstream:
         now = self.clock()
         with self.transaction() as tx:
             return self.publisher.current(tx, customer_id, resource_id, now)
+
+    def peek_entitlements(
+        self, tx: Tx, customer_id: str, resource_id: str | None
+    ) -> CustomerSnapshot | None:
+        """What :meth:`entitlements` answers, read within ``tx`` when answering writes nothing;
+        None when it would (time changed the state since it was published)."""
+        return self.publisher.peek(tx, customer_id, resource_id, self.clock())
 
     def process_due(self) -> int:
         """Apply what time changed (trial ends, expiries, period ends); returns keys refreshed."""

@@ -73,10 +73,14 @@ async def livez(_: web.Request) -> web.Response:
     return web.json_response({"status": "UP"})
 
 
+def _check_database(upstream: Upstream) -> None:
+    with upstream.store.transaction() as tx:
+        tx.head_seq()
+
+
 async def readyz(request: web.Request) -> web.Response:
     try:
-        with request.app[routes.UPSTREAM].store.transaction() as tx:
-            tx.head_seq()
+        await routes.call(request, _check_database, request.app[routes.UPSTREAM])
     except Exception as exc:  # the database is what readiness is about
         return web.json_response({"status": "DOWN", "reason": str(exc)}, status=503)
     return web.json_response({"status": "UP"})
@@ -99,7 +103,8 @@ async def reload_catalog(request: web.Request) -> web.Response:
         raise Invalid("; ".join(exc.problems), code="INVALID_CATALOG") from None
     except OSError as exc:
         raise Invalid(f"cannot read catalog: {exc}", code="INVALID_CATALOG") from None
-    changed = request.app[routes.UPSTREAM].reload_catalog(catalog)
+    # On the writer thread: the swap and the republishing are ordered with every other write.
+    changed = await routes.call(request, request.app[routes.UPSTREAM].reload_catalog, catalog)
     return web.json_response({"reloaded": True, "statesChanged": changed})
 
 

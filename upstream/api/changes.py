@@ -15,6 +15,7 @@ from entitlements.model.state import encode_snapshot_dict
 from upstream.api.routes import UPSTREAM, _int_query
 from upstream.errors import Invalid
 from upstream.events.hub import Hub
+from upstream.service import Upstream
 
 HUB = web.AppKey("hub", Hub)
 PING_SECONDS = web.AppKey("ping_seconds", float)
@@ -24,8 +25,7 @@ async def changes(request: web.Request) -> web.Response:
     """``GET /v1/changes?after=SEQ&limit=N``: events after a cursor, oldest first."""
     after = _int_query(request, "after", 0)
     limit = _int_query(request, "limit", 500, maximum=5000)
-    store = request.app[UPSTREAM].store
-    with store.transaction() as tx:
+    with request.app[UPSTREAM].store.snapshot() as tx:
         rows = tx.changes_after(after, limit)
         head = tx.head_seq()
     events: list[Any] = [json.loads(payload) for _, payload in rows]
@@ -71,6 +71,16 @@ async def snapshot(request: web.Request) -> web.Response:
     limit = _int_query(request, "limit", MAX_SNAPSHOT_PAGE, maximum=MAX_SNAPSHOT_PAGE)
     if paged and limit == 0:
         raise Invalid("must be between 1 and 5000", field="limit")
+    keys, states, head = await upstream.store.run(_export, upstream, after, paged, limit)
+    more = (paged or after is not None) and len(keys) == limit
+    next_cursor = encode_cursor(keys[-1]) if more and keys else None
+    return web.json_response({"seq": head, "states": states, "next": next_cursor})
+
+
+def _export(
+    upstream: Upstream, after: tuple[str, str | None] | None, paged: bool, limit: int
+) -> tuple[list[tuple[str, str | None]], list[dict[str, Any]], int]:
+    """(keys, encoded states, head) of one export page, in one transaction."""
     now = upstream.clock()
     with upstream.transaction() as tx:
         if paged or after is not None:
@@ -78,10 +88,7 @@ async def snapshot(request: web.Request) -> web.Response:
         else:
             keys = tx.all_state_keys()
         states = [encode_snapshot_dict(upstream.publisher.current(tx, c, r, now)) for c, r in keys]
-        head = tx.head_seq()
-    more = (paged or after is not None) and len(keys) == limit
-    next_cursor = encode_cursor(keys[-1]) if more and keys else None
-    return web.json_response({"seq": head, "states": states, "next": next_cursor})
+        return keys, states, tx.head_seq()
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
@@ -99,7 +106,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     # A subscriber that goes away is the normal end of a stream, not an error of ours.
     with contextlib.suppress(ConnectionResetError):
         async with hub.subscribe() as subscription:
-            with request.app[UPSTREAM].store.transaction() as tx:
+            with request.app[UPSTREAM].store.snapshot() as tx:
                 head = tx.head_seq()
             hello = f"event: hello\ndata: {json.dumps({'seq': head})}\n\n"
             await response.write(hello.encode())

@@ -66,7 +66,8 @@ async def advance_clock(request: web.Request) -> web.Response:
         raise Invalid("is required (or give to: an instant)", field="seconds")
     # Synchronous: everything due at the new time is committed, and handed to the relay,
     # before the answer, so a caller can look right after.
-    changed = request.app[UPSTREAM].process_all_due()
+    upstream = request.app[UPSTREAM]
+    changed = await upstream.store.run(upstream.process_all_due)
     view = {**_view(clock), "statesChanged": changed}
     log.info(
         "test_clock_advanced",

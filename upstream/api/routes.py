@@ -1,10 +1,16 @@
-"""HTTP handlers: parse and check the request, call one operation, render the result."""
+"""HTTP handlers: parse and check the request, call one operation, render the result.
+
+Operations run on the store's writer thread (:func:`call`): the event loop never waits for
+SQLite or its fsync, and keeps serving other requests meanwhile. Reads that write nothing use
+the loop's own read-only connection (``Store.snapshot``), which never waits for the writer.
+"""
 
 from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 from aiohttp import web
 
@@ -21,6 +27,14 @@ MAX_EVENT_BATCH = 1000
 
 UPSTREAM = web.AppKey("upstream", Upstream)
 METERING = web.AppKey("metering", Metering)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+async def call(request: web.Request, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run an operation (anything touching the store) on the store's writer thread."""
+    return await request.app[UPSTREAM].store.run(fn, *args, **kwargs)
 
 
 async def read_body(request: web.Request) -> Body:
@@ -75,7 +89,9 @@ async def provision_customer(request: web.Request) -> web.Response:
     customer_id = body.req_id("id")
     sub_body = body.obj("subscription")
     sub = subscription_request(sub_body, customer_id) if sub_body is not None else None
-    customer, subscription = request.app[UPSTREAM].provision_customer(
+    customer, subscription = await call(
+        request,
+        request.app[UPSTREAM].provision_customer,
         customer_id,
         name=body.text("name"),
         email=body.text("email"),
@@ -90,7 +106,9 @@ async def provision_customer(request: web.Request) -> web.Response:
 
 
 async def get_customer(request: web.Request) -> web.Response:
-    customer, subs = request.app[UPSTREAM].get_customer(request.match_info["customer_id"])
+    upstream = request.app[UPSTREAM]
+    with upstream.store.snapshot() as tx:
+        customer, subs = upstream.read_customer(tx, request.match_info["customer_id"])
     return web.json_response(
         {
             "customer": views.customer(customer),
@@ -101,7 +119,9 @@ async def get_customer(request: web.Request) -> web.Response:
 
 async def update_customer(request: web.Request) -> web.Response:
     body = await read_body(request)
-    customer = request.app[UPSTREAM].update_customer(
+    customer = await call(
+        request,
+        request.app[UPSTREAM].update_customer,
         request.match_info["customer_id"],
         name=body.text("name"),
         email=body.text("email"),
@@ -111,14 +131,21 @@ async def update_customer(request: web.Request) -> web.Response:
 
 
 async def archive_customer(request: web.Request) -> web.Response:
-    customer = request.app[UPSTREAM].archive_customer(request.match_info["customer_id"])
+    customer = await call(
+        request, request.app[UPSTREAM].archive_customer, request.match_info["customer_id"]
+    )
     return web.json_response({"customer": views.customer(customer)})
 
 
 async def entitlements(request: web.Request) -> web.Response:
-    snapshot = request.app[UPSTREAM].entitlements(
-        request.match_info["customer_id"], _query_id(request, "resourceId")
-    )
+    upstream = request.app[UPSTREAM]
+    customer_id = request.match_info["customer_id"]
+    resource_id = _query_id(request, "resourceId")
+    with upstream.store.snapshot() as tx:
+        snapshot = upstream.peek_entitlements(tx, customer_id, resource_id)
+    if snapshot is None:
+        # Time changed the state since it was published: publish it first, on the writer.
+        snapshot = await call(request, upstream.entitlements, customer_id, resource_id)
     return web.json_response(encode_snapshot_dict(snapshot))
 
 
@@ -126,15 +153,16 @@ async def entitlements(request: web.Request) -> web.Response:
 
 
 async def provision_subscription(request: web.Request) -> web.Response:
-    sub = request.app[UPSTREAM].provision_subscription(
-        subscription_request(await read_body(request))
-    )
+    body = subscription_request(await read_body(request))
+    sub = await call(request, request.app[UPSTREAM].provision_subscription, body)
     return web.json_response({"subscription": views.subscription(sub)}, status=201)
 
 
 async def update_subscription(request: web.Request) -> web.Response:
     body = await read_body(request)
-    sub = request.app[UPSTREAM].update_subscription(
+    sub = await call(
+        request,
+        request.app[UPSTREAM].update_subscription,
         request.match_info["subscription_id"],
         addons=_quantities(body, "addons", "addonId") if body.has("addons") else None,
         billable_quantities=(
@@ -150,7 +178,12 @@ async def cancel_subscription(request: web.Request) -> web.Response:
     body = await read_body(request)
     # Absent: cancel now. null: clear a scheduled cancellation. A date: schedule it.
     at: object = body.time("cancellationDate") if body.has("cancellationDate") else CANCEL_NOW
-    sub = request.app[UPSTREAM].cancel_subscription(request.match_info["subscription_id"], at)
+    sub = await call(
+        request,
+        request.app[UPSTREAM].cancel_subscription,
+        request.match_info["subscription_id"],
+        at,
+    )
     return web.json_response({"subscription": views.subscription(sub)})
 
 
@@ -171,12 +204,14 @@ async def grant_promotion(request: web.Request) -> web.Response:
         reset_period=body.text("resetPeriod"),
         expires_at=body.time("expiresAt"),
     )
-    promo = request.app[UPSTREAM].grant_promotion(promo)
+    promo = await call(request, request.app[UPSTREAM].grant_promotion, promo)
     return web.json_response({"promotion": views.promotion(promo)}, status=201)
 
 
 async def revoke_promotion(request: web.Request) -> web.Response:
-    promo = request.app[UPSTREAM].revoke_promotion(request.match_info["promotion_id"])
+    promo = await call(
+        request, request.app[UPSTREAM].revoke_promotion, request.match_info["promotion_id"]
+    )
     return web.json_response({"promotion": views.promotion(promo)})
 
 
@@ -202,20 +237,22 @@ async def grant_credits(request: web.Request) -> web.Response:
         expires_at=body.time("expiresAt"),
         idempotency_key=body.id("idempotencyKey", required=False),
     )
-    grant = request.app[METERING].grant_credits(grant)
+    grant = await call(request, request.app[METERING].grant_credits, grant)
     return web.json_response({"grant": views.grant(grant)}, status=201)
 
 
 async def void_grant(request: web.Request) -> web.Response:
-    grant = request.app[METERING].void_grant(request.match_info["grant_id"])
+    grant = await call(request, request.app[METERING].void_grant, request.match_info["grant_id"])
     return web.json_response({"grant": views.grant(grant)})
 
 
 async def credit_balance(request: web.Request) -> web.Response:
     currency_id = request.match_info["currency_id"]
-    balance = request.app[METERING].balance(
-        request.match_info["customer_id"], currency_id, _query_id(request, "resourceId")
-    )
+    resource_id = _query_id(request, "resourceId")
+    with request.app[UPSTREAM].store.snapshot() as tx:
+        balance = request.app[METERING].read_balance(
+            tx, request.match_info["customer_id"], currency_id, resource_id
+        )
     return web.json_response(views.balance(currency_id, balance))
 
 
@@ -233,12 +270,13 @@ def _int_query(request: web.Request, name: str, default: int, maximum: int = 2**
 
 
 async def credit_ledger(request: web.Request) -> web.Response:
-    entries = request.app[METERING].ledger(
-        request.match_info["customer_id"],
-        _query_id(request, "currencyId"),
-        _int_query(request, "after", 0),
-        _int_query(request, "limit", 100, maximum=1000),
-    )
+    currency_id = _query_id(request, "currencyId")
+    after = _int_query(request, "after", 0)
+    limit = _int_query(request, "limit", 100, maximum=1000)
+    with request.app[UPSTREAM].store.snapshot() as tx:
+        entries = Metering.read_ledger(
+            tx, request.match_info["customer_id"], currency_id, after, limit
+        )
     return web.json_response({"entries": entries, "next": entries[-1]["id"] if entries else None})
 
 
@@ -267,7 +305,7 @@ async def report_usage(request: web.Request) -> web.Response:
     items = [_usage_item(i) for i in body.items("usages", limit=MAX_USAGE_BATCH, required=True)]
     if not items:
         raise Invalid("must not be empty", field="usages")
-    results = request.app[METERING].report_usage(items)
+    results = await call(request, request.app[METERING].report_usage, items)
     return web.json_response({"results": results})
 
 
@@ -284,5 +322,5 @@ async def report_events(request: web.Request) -> web.Response:
         )
         for e in body.items("events", limit=MAX_EVENT_BATCH, required=True)
     ]
-    accepted, duplicates = request.app[METERING].report_events(events)
+    accepted, duplicates = await call(request, request.app[METERING].report_events, events)
     return web.json_response({"accepted": accepted, "duplicates": duplicates}, status=202)

@@ -5,12 +5,16 @@ batch on restart; every event carries a per-record version, so consumers treat
 the repeat as a no-op. For the same reason marking is not made durable (no fsync
 of its own): power loss can only undo it, which is the crash case again; and a
 batch is marked with the next read of the outbox, in the same transaction.
+
+Every database access goes through the store's writer thread (``Store.run``);
+publishing happens on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -35,13 +39,23 @@ class Relay:
         self._batch_size = batch_size
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # The loop the relay runs on, and its thread: commits happen on the writer thread.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
         # Published, not marked yet (see _publish).
         self._unmarked: list[int] = []
         self.published = 0
 
     def notify(self) -> None:
-        """Called after a commit that wrote outbox rows."""
-        self._wakeup.set()
+        """Called after a commit that wrote outbox rows, on whichever thread committed."""
+        loop = self._loop
+        if loop is None or threading.get_ident() == self._loop_thread:
+            self._wakeup.set()
+            return
+        # asyncio.Event is not thread-safe: set it from the loop. A loop already closed has
+        # no relay left to wake; what was committed goes out on the next start.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._wakeup.set)
 
     async def drain(self) -> int:
         """Publish everything pending now, and mark it; returns how many events went out."""
@@ -55,7 +69,8 @@ class Relay:
         yet marked is published again after a crash, as any unmarked one.
         """
         total = 0
-        batch = self._mark_and_read(self._unmarked)
+        batch = await self._store.run(self._mark_and_read, self._unmarked)
+        # Cleared once marked: if this task was cancelled before, the next call marks them.
         self._unmarked = []
         while batch:
             for publisher in self._publishers:
@@ -66,7 +81,7 @@ class Relay:
             if not mark_last and len(batch) < self._batch_size:
                 # Whatever committed after this read has woken the relay: marking can wait.
                 break
-            batch = self._mark_and_read(self._unmarked)
+            batch = await self._store.run(self._mark_and_read, self._unmarked)
             self._unmarked = []
         return total
 
@@ -94,9 +109,11 @@ class Relay:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), poll_interval)
 
-    def start(self) -> None:
+    def start(self, poll_interval: float = 1.0) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self.run())
+            self._loop = asyncio.get_running_loop()
+            self._loop_thread = threading.get_ident()
+            self._task = self._loop.create_task(self.run(poll_interval))
 
     async def stop(self) -> None:
         if self._task is not None:

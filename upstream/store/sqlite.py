@@ -8,14 +8,18 @@ and publish only delays the event (it is published on restart).
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from upstream.credits import LedgerEntry
 from upstream.domain import (
@@ -55,8 +59,20 @@ def _req_ms(value: int) -> datetime:
     return result
 
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
 class Store:
-    """One SQLite database; all access goes through ``transaction()`` (or ``read()``)."""
+    """One SQLite database; all access goes through ``transaction()`` (or ``read()``).
+
+    One connection for everything that may write, used by one thread at a time (the lock). A
+    service on an event loop must not take that lock itself: a commit waits for fsync, and a
+    loop waiting for the lock waits for that fsync too. It hands its work to :meth:`run`
+    instead, which runs it on the store's one writer thread, so transactions still run one after
+    the other, in submission order. For reads that write nothing the loop has a connection of
+    its own (:meth:`snapshot`): in WAL mode a reader never waits for the writer.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self._conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
@@ -66,7 +82,24 @@ class Store:
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA foreign_keys=ON")
         self._lock = threading.Lock()
+        # Its thread starts with the first run(): synchronous users never get one.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upstream-sqlite")
         self._migrate()
+        # The event loop's read-only connection (snapshot()); opened after the migrations.
+        self._reader = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._reader.row_factory = sqlite3.Row
+        self._reader.execute("PRAGMA query_only=ON")
+
+    async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn(*args, **kwargs)`` on the writer thread, without blocking the running loop.
+
+        One thread: what is submitted runs in order and never concurrently, and the loop keeps
+        serving while a transaction commits. If the awaiting task is cancelled, ``fn`` either
+        never starts or runs to its end (a transaction commits or rolls back whole).
+        """
+        loop = asyncio.get_running_loop()
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+        return await loop.run_in_executor(self._writer, call)
 
     def _migrate(self) -> None:
         current = self._conn.execute("PRAGMA user_version").fetchone()[0]
@@ -100,6 +133,20 @@ class Store:
                     self._conn.execute("PRAGMA synchronous=FULL")
 
     @contextmanager
+    def snapshot(self) -> Iterator[Tx]:
+        """A read-only transaction on the event loop's own connection, without the lock.
+
+        WAL: it sees every transaction committed before it began, and it never waits for the
+        writer thread nor its fsync. For one thread only (the loop's), and with no ``await``
+        inside: the connection is not shared. Writing through it fails (``query_only``).
+        """
+        self._reader.execute("BEGIN")
+        try:
+            yield Tx(self._reader)
+        finally:
+            self._reader.execute("COMMIT")
+
+    @contextmanager
     def read(self) -> Iterator[Tx]:
         """Queries outside a transaction: each statement is atomic alone, so read one thing.
 
@@ -108,12 +155,25 @@ class Store:
         with self._lock:
             yield Tx(self._conn)
 
-    def trace(self, callback: Callable[[str], object] | None) -> None:
-        """Call ``callback`` with each SQL statement as it starts, on the thread running it
+    def trace(
+        self,
+        callback: Callable[[str], object] | None,
+        *,
+        reads: Callable[[str], object] | None = None,
+    ) -> None:
+        """Call ``callback`` with each SQL statement of the read-write connection as it starts,
+        on the thread running it, and ``reads`` with each of the loop's read-only connection
         (None: stop). For tests and measurements (``sqlite3.Connection.set_trace_callback``)."""
         self._conn.set_trace_callback(callback)
+        self._reader.set_trace_callback(reads)
 
     def close(self) -> None:
+        """Finish what :meth:`run` was given, stop the writer thread, close the database.
+
+        Blocks while queued work finishes: from a loop, ``await asyncio.to_thread(store.close)``.
+        """
+        self._writer.shutdown(wait=True)
+        self._reader.close()
         self._conn.close()
 
 
