@@ -130,7 +130,13 @@ class UpstreamServer:
         await asyncio.to_thread(self.store.close)
 
     async def __aenter__(self) -> UpstreamServer:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            # A start that failed (the port taken, say) has the writer thread, the relay and
+            # the scheduler running already: left alone, the thread keeps the process alive.
+            await self.stop()
+            raise
         return self
 
     async def __aexit__(
