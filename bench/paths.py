@@ -57,7 +57,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
@@ -72,6 +72,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH_DIR]
 sys.path.insert(0, str(ROOT))
 
 from bench import _fixture as fx  # noqa: E402
+from bench.latency import _ratio, _split, cpu_seconds, percentile  # noqa: E402
 from tests.redis_server import RedisServer, free_port  # noqa: E402
 
 KEY = "bench-key"
@@ -121,29 +122,6 @@ WATCHED = (
 
 
 # ------------------------------------------------------------------------- helpers
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a whole process (all threads) from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def percentile(sorted_values: Sequence[int], q: float) -> float:
-    if not sorted_values:
-        return math.nan
-    rank = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
-    return float(sorted_values[rank])
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b else math.nan
-
-
-def _split(concurrency: int, workers: int) -> list[int]:
-    used = min(concurrency, workers)
-    base, extra = divmod(concurrency, used)
-    return [base + (1 if i < extra else 0) for i in range(used)]
 
 
 def http_status(url: str) -> int | None:
