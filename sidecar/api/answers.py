@@ -396,13 +396,16 @@ class Answers:
                     snapshot, feature_id, now, global_fallbacks=_NO_FALLBACKS
                 )
                 message = convert.entitlement_v2(result) if v2 else convert.entitlement_v1(result)
-                item = message.SerializeToString()
+                item = message.SerializeToString(deterministic=True)
             parts.append(wire.framed(_ITEM, item))
         state = snapshot.state
         if v2:
+            # deterministic: a wallet's currency metadata is a protobuf map, which upb otherwise
+            # writes in hash-table order, and that order can differ between two equal messages
+            # (say, this one and a copy of it inside a list): the same answer, other bytes.
             for currency_id in state.credits:
                 wallet = convert.entitlement_v2(credit_entitlement(snapshot, currency_id))
-                parts.append(wire.framed(_ITEM, wallet.SerializeToString()))
+                parts.append(wire.framed(_ITEM, wallet.SerializeToString(deterministic=True)))
         if state.denial_reason:
             parts.append(_LIST_REASON + _REASON[state.denial_reason])
         return b"".join(parts)

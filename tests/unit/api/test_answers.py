@@ -149,7 +149,7 @@ def runs(draw: st.DrawFn) -> list[tuple[CustomerSnapshot, datetime, float]]:
 def reference_list(snap: CustomerSnapshot, now: datetime, v2: bool) -> bytes:
     result = entitlement_list(snap, now, include_credits=v2, global_fallbacks={})
     message = convert.list_v2(result) if v2 else convert.list_v1(result)
-    return message.SerializeToString()
+    return message.SerializeToString(deterministic=True)
 
 
 def reference_metered(
@@ -161,7 +161,7 @@ def reference_metered(
     message = pb.GetMeteredEntitlementResponse(
         **convert.header(result), requested_usage=requested, entitlement=convert.metered(result)
     )
-    return message.SerializeToString(), (result.is_fallback, result.has_access, result.reason)
+    return message.SerializeToString(deterministic=True), (result.is_fallback, result.has_access, result.reason)
 
 
 def reference_stable_until(snap: CustomerSnapshot, now: datetime) -> datetime | None:
