@@ -84,6 +84,7 @@ def test_injected_container_joins_the_app(injected: list[Manifest]) -> None:
     assert env["STARTUP_WAIT_SECONDS"] == "10", "injected readiness is bounded by default"
     assert env["REDIS_ENVIRONMENT_PREFIX"] == "production" and env["REDIS_TLS"] == "1"
     assert env["REDIS_KEYS_TTL_IN_SECS"] == "604800" and env["REDIS_TIMEOUT_MS"] == "100"
+    assert env["REDIS_MAX_CONNECTIONS"] == "64"
     assert env["TZ"] == "UTC", "extraEnv is added"
     assert json.loads(env["ENTITLEMENTS_FALLBACK"]) == {
         "premium-reports": {"hasAccess": False},

@@ -90,6 +90,7 @@ Numbers go through int64: values arrive as JSON numbers (float64) and must not p
 {{- $e = concat $e (include "entitlement-sidecar.redisEnv" (dict "ctx" $ctx "on" $redisOn) | fromJsonArray) }}
 {{- $e = append $e (dict "name" "REDIS_KEYS_TTL_IN_SECS" "from" "sidecar.redisKeysTtlSeconds" "value" (ternary ($s.redisKeysTtlSeconds | int64 | toString) "" $redisOn)) }}
 {{- $e = append $e (dict "name" "REDIS_TIMEOUT_MS" "from" "redis.timeoutMs" "value" (ternary ($v.redis.timeoutMs | int64 | toString) "" $redisOn)) }}
+{{- $e = append $e (dict "name" "REDIS_MAX_CONNECTIONS" "from" "redis.maxConnections" "value" (ternary ($v.redis.maxConnections | int64 | toString) "" $redisOn)) }}
 {{- include "entitlement-sidecar.renderEnv" (dict "managed" $e "extra" $s.extraEnv "extraPath" "sidecar.extraEnv") }}
 {{- end }}
 
