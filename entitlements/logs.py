@@ -50,6 +50,9 @@ def configure_logging(level: str, fmt: str = "auto", *, service: str) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # One write per line, its newline included: processes sharing a pipe (WORKERS > 1, with
+        # PYTHONUNBUFFERED as the image sets) each write a line whole. print() writes the text
+        # and the newline separately, and two workers' lines ran together.
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
