@@ -163,8 +163,15 @@ class Store:
     ) -> None:
         """Call ``callback`` with each SQL statement of the read-write connection as it starts,
         on the thread running it, and ``reads`` with each of the loop's read-only connection
-        (None: stop). For tests and measurements (``sqlite3.Connection.set_trace_callback``)."""
-        self._conn.set_trace_callback(callback)
+        (None: stop). For tests and measurements (``sqlite3.Connection.set_trace_callback``).
+
+        Only between transactions (the lock): SQLite takes the connection's mutex to change the
+        callback, without Python letting go of the GIL, while a statement running on the writer
+        thread holds that mutex and needs the GIL to call the old callback. Changed mid-statement,
+        the two threads wait for each other forever. Call it from the loop's thread (the reader
+        belongs to that thread)."""
+        with self._lock:
+            self._conn.set_trace_callback(callback)
         self._reader.set_trace_callback(reads)
 
     def close(self) -> None:
