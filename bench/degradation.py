@@ -48,7 +48,7 @@ from google.protobuf.message_factory import GetMessageClass  # noqa: E402
 from entitlements.redis.store import RedisStore  # noqa: E402
 from sidecar.api.grpc_server import SERVICE  # noqa: E402
 from sidecar.app import Sidecar  # noqa: E402
-from sidecar.main import redis_clients  # noqa: E402
+from sidecar.main import redis_store  # noqa: E402
 from sidecar.observability import Metrics  # noqa: E402
 from sidecar.pb import sidecar_pb2 as pb  # noqa: E402
 from sidecar.pb import sidecar_pb2_grpc as pb_grpc  # noqa: E402
@@ -124,14 +124,14 @@ async def _redis_tier_sidecar(
         # A hot cache too small to hold anything: every read takes the Redis path.
         cache_max_bytes=1,
     )
-    client, pubsub = redis_clients(tier_settings)
+    store, pubsub, owned = redis_store(replace(tier_settings, redis_keys_ttl_seconds=-1))
     metrics = Metrics()
     source = RedisTieredSource(
-        RedisStore(client, prefix=prefix, ttl_seconds=-1),
+        store,
         HttpUpstreamSource(api_url=api_url, api_key="k", timeout=1.0, retries=0),
         pubsub_client=pubsub,
         metrics=metrics,
-        owned_clients=(client, pubsub),
+        owned_clients=owned,
     )
     sidecar = Sidecar(tier_settings, source, metrics=metrics)
     await sidecar.start()

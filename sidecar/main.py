@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -21,12 +22,14 @@ from entitlements.cli import parse_command_line
 from entitlements.errors import StartupError
 from entitlements.logs import configure_logging
 from entitlements.redis.packing import use_hiredis_packing, use_hiredis_packing_cluster
+from entitlements.redis.reader import PipelinedReader
 from entitlements.redis.store import RedisClient, RedisStore
 from sidecar.app import serve
 from sidecar.observability import Metrics
 from sidecar.settings import SPECS, Settings, SettingsError
 from sidecar.source.base import EntitlementSource
 from sidecar.source.http_upstream import HttpUpstreamSource
+from sidecar.source.redis_pubsub import Closable
 from sidecar.source.redis_tier import RedisTieredSource
 from sidecar.spool.redis_spool import RedisSpool
 from sidecar.workers import supervise, worker_index, worker_spool_dir
@@ -97,6 +100,39 @@ def redis_clients(settings: Settings) -> tuple[RedisClient, aioredis.Redis]:
     return client, pubsub_client
 
 
+def redis_reader(settings: Settings) -> PipelinedReader | None:
+    """The read path's client (one pipelined connection); None in cluster mode, where reads
+    keep redis-py's cluster client for its slot routing."""
+    if settings.redis_cluster:
+        return None
+    return PipelinedReader(
+        settings.redis_host,
+        settings.redis_port,
+        timeout=settings.redis_timeout_ms / 1000,
+        db=settings.redis_db,
+        username=settings.redis_username or None,
+        password=settings.redis_password or None,
+        # What redis-py's ssl=True checks: the server's certificate and its host name.
+        ssl=ssl.create_default_context() if settings.redis_tls else None,
+    )
+
+
+def redis_store(settings: Settings) -> tuple[RedisStore, aioredis.Redis, list[Closable]]:
+    """The Redis tier's store, its pub/sub client, and every client the tier must close."""
+    client, pubsub_client = redis_clients(settings)
+    reader = redis_reader(settings)
+    store = RedisStore(
+        client,
+        prefix=settings.redis_prefix,
+        ttl_seconds=settings.redis_keys_ttl_seconds,
+        reader=reader,
+    )
+    owned: list[Closable] = [client, pubsub_client]
+    if reader is not None:
+        owned.append(reader)
+    return store, pubsub_client, owned
+
+
 def _source(settings: Settings, metrics: Metrics) -> EntitlementSource | None:
     if settings.offline:
         return None
@@ -110,10 +146,7 @@ def _source(settings: Settings, metrics: Metrics) -> EntitlementSource | None:
     )
     if not settings.redis_enabled:
         return upstream
-    client, pubsub_client = redis_clients(settings)
-    store = RedisStore(
-        client, prefix=settings.redis_prefix, ttl_seconds=settings.redis_keys_ttl_seconds
-    )
+    store, pubsub_client, owned = redis_store(settings)
     wait_timeout = settings.upstream_timeout_seconds + REFETCH_WAIT_MARGIN_SECONDS
     return RedisTieredSource(
         store,
@@ -124,7 +157,7 @@ def _source(settings: Settings, metrics: Metrics) -> EntitlementSource | None:
         lock_ttl_ms=int(wait_timeout * 1000),
         wait_timeout=wait_timeout,
         metrics=metrics,
-        owned_clients=(client, pubsub_client),
+        owned_clients=owned,
     )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 import structlog
 from redis.asyncio import Redis
@@ -59,6 +59,12 @@ from entitlements.redis.scripts import UNLOCK_SCRIPT, WRITE_SCRIPT, LuaScript
 log = structlog.get_logger("entitlements.redis")
 
 RedisClient: TypeAlias = Redis | RedisCluster
+
+
+class HashReader(Protocol):
+    """What :meth:`RedisStore.get` reads with: redis-py's clients, or a leaner one."""
+
+    def hgetall(self, name: str) -> Any: ...
 
 
 # Redis failures as redis-py raises them. RedisClusterException is not a RedisError (a cluster
@@ -112,8 +118,11 @@ class RedisStore:
         prefix: str,
         ttl_seconds: int,
         publish: bool = True,
+        reader: HashReader | None = None,
     ) -> None:
         self._client: RedisClient = client
+        # Reads may go through a leaner client (entitlements.redis.reader) than the writes.
+        self._reader: HashReader = reader if reader is not None else client
         self.prefix = prefix
         self.ttl_ms = ttl_ms(ttl_seconds)
         self.publish = publish
@@ -129,7 +138,7 @@ class RedisStore:
         key = state_key(self.prefix, customer_id, resource_id)
         try:
             with _translate("HGETALL"):
-                raw: Mapping[Any, Any] = await self._client.hgetall(key)
+                raw: Mapping[Any, Any] = await self._reader.hgetall(key)
             if not raw:
                 return None
             return _decode_hash(raw, customer_id, resource_id)

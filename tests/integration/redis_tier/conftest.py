@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from entitlements.model.state import CustomerSnapshot
 from entitlements.redis.store import RedisStore
 from sidecar.app import Sidecar
-from sidecar.main import redis_clients
+from sidecar.main import redis_store
 from sidecar.observability import Metrics
 from sidecar.pb import sidecar_pb2 as pb
 from sidecar.pb import sidecar_pb2_grpc as pb_grpc
@@ -108,15 +108,15 @@ class Tiers:
         close: bool = True,
         **options: Any,
     ) -> RedisTieredSource:
-        """A tier with clients of its own, built the way ``sidecar.main`` builds them."""
-        client, pubsub_client = redis_clients(self.settings())
-        store = RedisStore(client, prefix=self.prefix, ttl_seconds=ttl_seconds)
+        """A tier with clients of its own, built by ``sidecar.main``."""
+        settings = self.settings(redis_keys_ttl_seconds=ttl_seconds)
+        store, pubsub_client, owned = redis_store(settings)
         source = RedisTieredSource(
             store,
             upstream,
             pubsub_client=pubsub_client,
             metrics=metrics,
-            owned_clients=(client, pubsub_client),
+            owned_clients=owned,
             **options,
         )
         if close:
