@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import ssl as ssl_module
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -43,8 +43,8 @@ class _Connection(asyncio.Protocol):
         self.lost: BaseException | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport, though uvloop's does not subclass asyncio.Transport.
+        self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         parser = self._parser
