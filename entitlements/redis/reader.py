@@ -136,6 +136,10 @@ class PipelinedReader:
     async def ping(self) -> bool:
         return bool(await self._call(pack("PING"), "PING") == b"PONG")
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     async def aclose(self) -> None:
         self._closed = True
         if self._connecting is not None:
@@ -176,6 +180,13 @@ class PipelinedReader:
             raise RedisTimeoutError(
                 f"{name}: no connection to Redis within {self._timeout:g}s"
             ) from None
+        except asyncio.CancelledError:
+            # aclose() cancelled the attempt under us: that is this reader failing, not the
+            # caller being cancelled, unless the caller is.
+            task = asyncio.current_task()
+            if self.closed and (task is None or not task.cancelling()):
+                raise RedisConnectionError("reader closed") from None
+            raise
 
     def _connected(self, task: asyncio.Task[_Connection]) -> None:
         self._connecting = None

@@ -268,6 +268,23 @@ def test_closing_fails_what_is_in_flight_and_what_comes_after(
     run(scenario())
 
 
+def test_closing_while_connecting_fails_the_read_not_cancels_it(
+    run: Run, own_redis: RedisServer
+) -> None:
+    async def scenario() -> None:
+        # A stopped server still completes TCP connections; its SELECT is never answered.
+        reader = PipelinedReader("127.0.0.1", own_redis.port, timeout=TIMEOUT, db=1)
+        with paused(own_redis):
+            connecting = asyncio.ensure_future(reader.hgetall("k"))
+            await asyncio.sleep(0)  # waiting for its connection
+            assert not connecting.done()
+            await reader.aclose()
+            with pytest.raises(RedisConnectionError, match="closed"):
+                await connecting
+
+    run(scenario())
+
+
 def test_the_store_reads_through_it_and_reports_failures_as_redis_py_ones(
     run: Run, own_redis: RedisServer, redis_prefix: str
 ) -> None:
