@@ -270,8 +270,10 @@ SPECS: tuple[Spec, ...] = (
         "redis_max_connections",
         int_in(1, 10_000),
         "64",
-        "Connections the sidecar opens to Redis at most (standalone Redis). More concurrent "
-        "commands wait for a free connection, up to REDIS_TIMEOUT_MS, instead of failing.",
+        "Connections the sidecar's pool opens to Redis at most (standalone Redis), for writes, "
+        "scripts and refetch coordination; more concurrent commands wait for a free one, up "
+        "to REDIS_TIMEOUT_MS, instead of failing. Reads (`HGETALL`) share one pipelined "
+        "connection of their own, and subscriptions one more.",
     ),
 )
 
