@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from types import TracebackType
 
 import structlog
@@ -156,8 +157,12 @@ class Sidecar:
 
     async def _release(self) -> None:
         self._ready = False
-        await self.grpc.stop(self.settings.shutdown_grace_seconds)
-        await self.service.aclose()
+        grace = self.settings.shutdown_grace_seconds
+        started = time.monotonic()
+        await self.grpc.stop(grace)
+        # What the grace period has left goes to shipping what the spool holds: on a volume
+        # that dies with the pod (emptyDir), what is left there is lost.
+        await self.service.aclose(drain_seconds=grace - (time.monotonic() - started))
         if self.spool is not None:
             await self.spool.close()
         await self.http.stop()

@@ -197,7 +197,9 @@ SPECS: tuple[Spec, ...] = (
         "shutdown_grace_seconds",
         positive_float,
         "10",
-        "On SIGTERM/SIGINT: stop accepting calls, let in-flight ones finish for this long.",
+        "On SIGTERM/SIGINT: stop accepting calls and let in-flight ones finish, then ship what "
+        "the event and usage spool holds, all within this long; what could not be shipped stays "
+        "in the spool for the next start.",
     ),
     Spec(
         "STARTUP_WAIT_SECONDS",

@@ -671,12 +671,15 @@ class EntitlementService:
             if shipper is not None:
                 shipper.start()
 
-    async def aclose(self) -> None:
+    async def aclose(self, *, drain_seconds: float = 0.0) -> None:
+        """Stop; first, for up to ``drain_seconds``, ship what the spool holds."""
         if self._watcher is not None:
             await cancel_and_wait(self._watcher)
-        for shipper in (self._shipper, self._usage_shipper):
-            if shipper is not None:
-                # What is still spooled stays on disk for the next start.
-                await shipper.aclose()
+        shippers = [s for s in (self._shipper, self._usage_shipper) if s is not None]
+        if drain_seconds > 0 and shippers:
+            await asyncio.gather(*(s.drain(drain_seconds) for s in shippers))
+        for shipper in shippers:
+            # What is still spooled stays there for the next start.
+            await shipper.aclose()
         if self._source is not None:
             await self._source.aclose()

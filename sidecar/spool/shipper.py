@@ -101,6 +101,8 @@ class Shipper(Generic[_Item]):
         self._backoff_max = backoff_max
         self._random = rng or random.Random()
         self._wake = asyncio.Event()
+        # Set after every attempt to ship, whatever its outcome: what drain() waits on.
+        self._attempted = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         # Since when shipping has been failing (None: it is not).
         self._backing_up_since: float | None = None
@@ -112,6 +114,30 @@ class Shipper(Generic[_Item]):
     def nudge(self) -> None:
         """Upstream looks reachable again: end a backoff pause now."""
         self._wake.set()
+
+    async def drain(self, seconds: float) -> bool:
+        """Keep shipping until the spool is empty or ``seconds`` have passed; True when
+        nothing is left. For a clean stop: what a pod's spool holds when it is deleted is lost
+        with it unless its volume outlives the pod.
+
+        Upstream is tried again at once (a backoff pause ends), then on the usual backoff, so a
+        down upstream costs the whole ``seconds`` and no more than that.
+        """
+        if self._task is None or self._task.done() or self._spool.count == 0 or seconds <= 0:
+            return self._spool.count == 0
+        held = self._spool.count
+        self._wake.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                while self._spool.count > 0 and not self._task.done():
+                    self._attempted.clear()
+                    await self._attempted.wait()
+        left = self._spool.count
+        if left:
+            log.warning("spool_left_on_stop", kind=self._kind, held=left, waited_seconds=seconds)
+        else:
+            log.info("spool_drained_on_stop", kind=self._kind, shipped=held)
+        return left == 0
 
     async def aclose(self) -> None:
         if self._task is not None:
@@ -130,8 +156,10 @@ class Shipper(Generic[_Item]):
                 failures += 1
                 self._metrics.retries.inc()
                 self._note_backing_up(exc)
+                self._attempted.set()
                 await self._pause(failures)
                 continue
+            self._attempted.set()
             failures = 0
             if self._spool.count == 0 and self._backing_up_since is not None:
                 log.info(

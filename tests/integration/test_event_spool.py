@@ -3,17 +3,20 @@ background, kept while the source is down, refused whole with RESOURCE_EXHAUSTED
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
+from structlog.testing import capture_logs
 
 from entitlements.errors import SourceUnavailable
 from sidecar.app import Sidecar
 from sidecar.pb import sidecar_pb2 as pb
 from sidecar.pb import sidecar_pb2_grpc as pb_grpc
 from sidecar.source.memory import InMemorySource
+from sidecar.spool.store import EventSpool
 from tests.conftest import AsyncStub, make_settings, wait_for
 
 
@@ -75,3 +78,53 @@ async def test_a_full_spool_refuses_the_whole_batch_with_resource_exhausted(
     # Nothing of the refused batch was kept: the spool holds exactly what was acknowledged.
     assert sample(sidecar, "sidecar_spool_events") == taken
     assert sample(sidecar, "sidecar_spool_full_total") == 1
+
+
+async def test_a_stop_ships_what_the_spool_holds_within_the_grace_period(tmp_path: Path) -> None:
+    source = InMemorySource()
+    settings = make_settings(spool_dir=str(tmp_path / "spool"), shutdown_grace_seconds=30)
+    sidecar = Sidecar(settings, source)
+    await sidecar.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{sidecar.grpc_port}") as channel:
+            stub = pb_grpc.SidecarServiceStub(channel)
+            source.failure = SourceUnavailable("upstream down")
+            await stub.ReportEvents(events("k-1", "k-2", "k-3"))
+            await wait_for(
+                lambda: sample(sidecar, "sidecar_spool_ship_retries_total") >= 1,
+                what="a failed attempt to ship",
+            )
+        # Upstream is back while the shipper sits in its backoff pause; the pod is deleted.
+        source.failure = None
+    finally:
+        with capture_logs() as logs:
+            await sidecar.stop()
+    assert [e.idempotency_key for e in source.events] == ["k-1", "k-2", "k-3"]
+    assert "spool_drained_on_stop" in [line["event"] for line in logs]
+
+
+async def test_a_stop_with_upstream_down_waits_the_grace_period_and_keeps_the_events(
+    tmp_path: Path,
+) -> None:
+    source = InMemorySource()
+    grace = 0.5
+    settings = make_settings(spool_dir=str(tmp_path / "spool"), shutdown_grace_seconds=grace)
+    sidecar = Sidecar(settings, source)
+    await sidecar.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{sidecar.grpc_port}") as channel:
+            source.failure = SourceUnavailable("upstream down")
+            await pb_grpc.SidecarServiceStub(channel).ReportEvents(events("k-1", "k-2"))
+    finally:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await sidecar.stop()
+        took = loop.time() - started
+    assert grace <= took < grace + 5  # bounded by the grace period
+    assert source.events == []
+    kept = EventSpool(tmp_path / "spool", 1 << 20)
+    await kept.open()
+    try:
+        assert kept.events == 2  # for the next start
+    finally:
+        await kept.close()

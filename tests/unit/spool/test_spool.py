@@ -192,6 +192,64 @@ async def test_a_failed_batch_is_kept_and_sent_again_as_it_was(spool: EventSpool
     assert names.count("spool_backing_up") == 1 and names.count("spool_drained") == 1
 
 
+async def test_drain_ends_a_backoff_pause_and_ships_everything(spool: EventSpool) -> None:
+    await spool.append([event(i) for i in range(3)])
+    upstream = Upstream(SourceUnavailable("down"))
+    metrics = Metrics()
+    # After one failure the shipper pauses for over two minutes (seeded: 0.134 x 1000 s), far
+    # past drain's 30 s: only drain's nudge gets the events out in time.
+    shipper = Shipper(
+        spool, upstream.send, metrics, backoff_base=1000.0, backoff_max=1000.0, rng=random.Random(1)
+    )
+    shipper.start()
+    try:
+        await wait_for(
+            lambda: sample(metrics, "sidecar_spool_ship_retries_total") == 1, what="a failure"
+        )
+        assert upstream.faults == [] and spool.events == 3  # upstream is back; the shipper waits
+        with capture_logs() as logs:
+            assert await shipper.drain(30)
+    finally:
+        await shipper.aclose()
+    assert upstream.keys == ["k-0", "k-1", "k-2"] and spool.events == 0
+    assert [line["event"] for line in logs if line["event"].endswith("_on_stop")] == [
+        "spool_drained_on_stop"
+    ]
+
+
+async def test_drain_gives_up_at_its_deadline_and_keeps_what_it_could_not_ship(
+    spool: EventSpool,
+) -> None:
+    await spool.append([event(1), event(2)])
+    upstream = Upstream(*[SourceUnavailable("down")] * 10_000)
+    shipper = Shipper(
+        spool, upstream.send, Metrics(), backoff_base=0.001, backoff_max=0.01, rng=random.Random(1)
+    )
+    shipper.start()
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with capture_logs() as logs:
+            assert not await shipper.drain(0.3)
+        waited = loop.time() - started
+    finally:
+        await shipper.aclose()
+    assert 0.3 <= waited < 5  # its deadline, not the next backoff nor forever
+    assert spool.events == 2 and upstream.batches == []
+    [left] = [line for line in logs if line["event"] == "spool_left_on_stop"]
+    assert left["held"] == 2
+
+
+async def test_drain_without_anything_to_ship_returns_at_once(spool: EventSpool) -> None:
+    shipper = Shipper(spool, Upstream().send, Metrics())
+    assert await shipper.drain(30)  # never started: nothing to wait for
+    shipper.start()
+    try:
+        assert await asyncio.wait_for(shipper.drain(30), 5)
+    finally:
+        await shipper.aclose()
+
+
 async def test_a_rejection_drops_only_the_refused_events_in_order(spool: EventSpool) -> None:
     await spool.append([event(i) for i in range(8)])
     upstream = Upstream(refuse=frozenset({"k-5"}))
