@@ -337,15 +337,18 @@ def reference_responses() -> dict[str, dict[str, bytes]]:
     return asyncio.run(run())
 
 
-def run_noop(conn: Connection, responses: dict[str, dict[str, bytes]],
-             redis_port: int | None = None) -> None:
+def run_noop(conn: Connection, responses: dict[str, dict[str, bytes]],  # noqa: C901 - one server's life
+             redis_port: int | None = None, upstream_url: str | None = None) -> None:
     """The no-op server of latency.py: the same service, pre-serialized answers, no work.
 
-    With ``redis_port`` it is the *relay* floor instead: each call first awaits one ``HGETALL``
-    of the customer's hash through a redis-py asyncio client pooled like the sidecar's, and
-    throws the reply away. No server that reads Redis per call on grpc.aio and redis-py can
-    cost less; the gap between it and the plain no-op is what the second socket costs.
+    With ``redis_port`` or ``upstream_url`` it is a *relay* floor instead: each call first awaits
+    the request the sidecar's path makes (one ``HGETALL`` of the customer's hash through a
+    redis-py asyncio client pooled like the sidecar's; the ``GET`` of the customer's state or
+    the ``POST`` of one usage report through an aiohttp session, as the sidecar's upstream
+    source sends them), throws the reply away, and answers with its pre-serialized bytes. No
+    grpc.aio server that makes that request per call can cost less.
     """
+    import aiohttp
     import grpc
     import redis.asyncio as aioredis
     import uvloop
@@ -359,10 +362,14 @@ def run_noop(conn: Connection, responses: dict[str, dict[str, bytes]],
     entitlement = responses[OP_ENTITLEMENT]
     state = responses[OP_STATE][""]
     client: Any = None
+    session: Any = None
 
     async def read(customer_id: str) -> None:
         if client is not None:
             await client.hgetall(state_key(PREFIX, customer_id, None))
+        elif session is not None:
+            async with session.get(f"{upstream_url}/v1/customers/{customer_id}/entitlements") as resp:
+                await resp.read()
 
     class NoopServicer(pb_grpc.SidecarServiceServicer):
         async def GetEntitlement(self, request: Any, context: Any) -> Any:  # noqa: N802
@@ -373,12 +380,22 @@ def run_noop(conn: Connection, responses: dict[str, dict[str, bytes]],
             await read(request.customer_id)
             return state
 
+        async def ReportUsage(self, request: Any, context: Any) -> Any:  # noqa: N802
+            if session is not None:
+                async with session.post(f"{upstream_url}/v1/usage", data=usage_body(request.customer_id),
+                                        headers={"Content-Type": "application/json"}) as resp:
+                    await resp.read()
+            return b""
+
     async def main() -> None:
-        nonlocal client
+        nonlocal client, session
         if redis_port is not None:
             pool = aioredis.BlockingConnectionPool(host="127.0.0.1", port=redis_port,
                                                    max_connections=64)
             client = aioredis.Redis.from_pool(pool)
+        if upstream_url is not None:
+            session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100),
+                                            headers={"X-API-KEY": KEY, "Accept": "application/json"})
         server = grpc.aio.server(options=NOOP_OPTIONS)
         server.add_generic_rpc_handlers((sidecar_handler(NoopServicer()),))  # type: ignore[abstract]
         port = server.add_insecure_port("127.0.0.1:0")
@@ -397,6 +414,8 @@ def run_noop(conn: Connection, responses: dict[str, dict[str, bytes]],
         await server.stop(0)
         if client is not None:
             await client.aclose()
+        if session is not None:
+            await session.close()
 
     uvloop.run(main())
 
@@ -794,11 +813,13 @@ def plan_cells(paths: list[str], concurrency: list[int]) -> list[CellSpec]:
             elif path == UPSTREAM_MISS:
                 cells.append(CellSpec(
                     path, OP_STATE, conc, Arm("sidecar", "sidecar", OP_STATE, "sidecar"),
-                    (Arm("direct GET", "upstream", OP_GET, "upstream"),)))
+                    (Arm("direct GET", "upstream", OP_GET, "upstream"),
+                     Arm("no-op + GET", "relay", OP_STATE, "relay"))))
             else:
                 cells.append(CellSpec(
                     path, OP_REPORT, conc, Arm("sidecar", "sidecar", OP_REPORT, "sidecar"),
-                    (Arm("direct POST", "upstream", OP_POST, "upstream"),),
+                    (Arm("direct POST", "upstream", OP_POST, "upstream"),
+                     Arm("no-op + POST", "relay", OP_REPORT, "relay")),
                     (Arm("sidecar hot read", "sidecar", OP_STATE, "sidecar"),)))
     return cells
 
@@ -942,6 +963,11 @@ class Run:
         ids = [upstream_customer(i) for i in range(self.upstream_customers)]
         env = {"CACHE_MAX_SIZE_BYTES": "1"} if path == UPSTREAM_MISS else {}
         name = "sidecar-miss" if path == UPSTREAM_MISS else "sidecar-usage"
+        relay_conn, child = self.ctx.Pipe()
+        relay = self.ctx.Process(target=run_noop, args=(child, reference_responses(), None, url),
+                                 daemon=True)
+        relay.start()
+        relay_info = relay_conn.recv()
         sidecar, grpc_port, http_port = start_sidecar(name, self.work, url, self.profile(name), **env)
         try:
             count = _check_sidecar(grpc_port, ids[0], None)
@@ -949,10 +975,13 @@ class Run:
                 _warm_hot_cache(grpc_port, ids)
             print(f"{path}: sidecar on {grpc_port} ({count} entitlements per customer)", flush=True)
             self.setup[path] = {"entitlements_per_customer": count, "sidecar_env": env}
-            targets = {"sidecar": Target("grpc", grpc_port), "upstream": Target("http", url=url)}
-            pids = {"sidecar": sidecar.pid, "upstream": upstream.pid}
+            targets = {"sidecar": Target("grpc", grpc_port), "upstream": Target("http", url=url),
+                       "relay": Target("grpc", relay_info["port"])}
+            pids = {"sidecar": sidecar.pid, "upstream": upstream.pid, "relay": relay_info["pid"]}
             self.measure(cells, targets, ids, pids, http_port)
         finally:
+            relay_conn.send("stop")
+            relay.join(10)
             sidecar.stop()
             self.setup.setdefault(path, {})["sidecar_log_lines"] = sidecar.complaints()
 
@@ -1056,7 +1085,7 @@ def _main_table(report: dict[str, Any]) -> list[str]:
 
 def _cpu_table(report: dict[str, Any]) -> list[str]:
     lines = [
-        "| path | method | conc | arm | sidecar | upstream | redis | no-op | no-op + HGETALL "
+        "| path | method | conc | arm | sidecar | upstream | redis | no-op | relay (no-op + request) "
         "| client CPU util | resp B | errors |",
         "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
