@@ -12,8 +12,11 @@ the instant or the request is computed once per entitlement state (a *plan*):
 * a metered feature keeps its constant fields pre-encoded; per call only its usage is read,
   ``rules.metered_denial`` applied and the changing fields written. The current usage period
   of a rolled-over or absent record is derived once per period, not per call;
-* credit-backed features and credit wallets (which read a wallet) go through the reference path
-  entry by entry; a missing entitlement, a type mismatch and fallbacks are left to the caller.
+* a credit-backed feature is written as a metered one is, its usage read the same way; per call
+  the rule of ``rules.decide_feature`` for it (``_decide_credit_backed``) reads the wallet of its
+  currency in the snapshot's state, and the answer carries the soft limit that rule decided;
+* credit wallets (V2 lists) go through the reference path one by one; a missing entitlement,
+  a type mismatch and fallbacks are left to the caller.
 
 Plans are keyed by the identity of the ``EntitlementState`` and hold it, so an id cannot be
 reused while its plan lives, and a plan never describes another state. Usage updates replace the
@@ -31,7 +34,6 @@ for generated snapshots, instants and requests.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 
 from entitlements.model.state import (
@@ -44,15 +46,14 @@ from entitlements.model.state import (
 )
 from entitlements.periods import current_period, rolled_over
 from sidecar.api import convert, wire
-from sidecar.evaluation.fallback import FallbackValues
-from sidecar.evaluation.getters import (
-    Kind,
-    credit_entitlement,
-    feature_entitlement,
-    kind_of,
-    numeric_value,
+from sidecar.evaluation.getters import Kind, credit_entitlement, kind_of, numeric_value
+from sidecar.evaluation.rules import (
+    EffectiveUsage,
+    _decide_credit_backed,
+    decide_feature,
+    metered_denial,
+    usage_dependent,
 )
-from sidecar.evaluation.rules import decide_feature, metered_denial, usage_dependent
 
 #: Entitlement states whose plans are kept (0: none, every answer is computed from scratch).
 MAX_PLANS = 256
@@ -61,8 +62,6 @@ MAX_COMPILED = 4096
 
 #: What a single-feature answer is counted as: (is_fallback, has_access, denial reason).
 Outcome = tuple[bool, bool, DenialReason | None]
-
-_NO_FALLBACKS: Mapping[str, FallbackValues] = {}
 
 # The numbers convert.py maps the domain's enums to, as varints.
 _REASON = wire.varints(convert.REASONS)
@@ -87,6 +86,8 @@ _V1_VARIANT = {
     Kind.ENUM: b"\x22",
 }
 _ITEM = b"\x0a"  # entitlements = 1 of both list responses
+# has_soft_limit = 14 of MeteredEntitlement is optional: written even when false.
+_SOFT_LIMIT = {True: b"\x70\x01", False: b"\x70\x00"}
 _LIST_REASON = b"\x10"  # access_denied_reason = 2 of both list responses
 
 
@@ -117,7 +118,7 @@ def _same_instant(a: datetime | None, b: datetime | None) -> bool:
 class _Metered:
     """A metered feature's ``MeteredEntitlement``, its constant fields encoded once."""
 
-    __slots__ = ("_anchor", "_head", "_period", "_reset", "_tail", "entitlement")
+    __slots__ = ("_anchor", "_head", "_period", "_reset", "_tail", "entitlement", "soft")
 
     kind = Kind.METERED
 
@@ -135,8 +136,11 @@ class _Metered:
         self._anchor = wire.framed(b"\x5a", wire.timestamp(anchor)) if anchor is not None else b""
         # The current period when the record has none (rolled over, absent), while it lasts.
         self._period: tuple[datetime, datetime] | None = None
-        # (start, end, the fields from next_reset_date = 10 to has_soft_limit = 14) last written.
+        # (start, end, the fields from next_reset_date = 10 to usage_period_end = 13) last written.
         self._tail: tuple[datetime | None, datetime | None, bytes] | None = None
+        # Non-credit metered decisions carry the entitlement's own soft limit
+        # (rules.decide_feature); a credit-backed one's is decided per call.
+        self.soft = _SOFT_LIMIT[entitlement.soft_limit]
 
     def usage(
         self, record: UsageRecord | None, now: datetime
@@ -155,7 +159,10 @@ class _Metered:
             held = self._period = current_period(anchor, period, now)
         return 0.0, held[0], held[1]
 
-    def body(self, current_usage: float, start: datetime | None, end: datetime | None) -> bytes:
+    def body(
+        self, current_usage: float, start: datetime | None, end: datetime | None, soft: bytes
+    ) -> bytes:
+        """The message, ``soft`` its has_soft_limit field (``_SOFT_LIMIT``)."""
         tail = self._tail
         if tail is None or not (
             # The same record's (or period's) datetimes, usually: identity first.
@@ -168,11 +175,40 @@ class _Metered:
                 fields += wire.framed(b"\x62", wire.timestamp(start))
             if end is not None:
                 fields += b"\x6a" + ends[1:]  # usage_period_end = 13: next_reset_date's body
-            # has_soft_limit = 14 is optional: written even when false. Non-credit metered
-            # decisions carry the entitlement's own soft limit (rules.decide_feature).
-            fields += b"\x70\x01" if self.entitlement.soft_limit else b"\x70\x00"
             tail = self._tail = (start, end, fields)
-        return self._head + wire.implicit_double(b"\x39", current_usage) + self._reset + tail[2]
+        return (
+            self._head + wire.implicit_double(b"\x39", current_usage) + self._reset + tail[2] + soft
+        )
+
+
+class _CreditBacked:
+    """A credit-backed metered feature's ``MeteredEntitlement``: written as ``_Metered`` writes
+    it, and decided per call by ``rules.decide_feature``'s rule for it, which reads the wallet of
+    its currency in the snapshot's state (a plan is shared between states: nothing of the wallet
+    is kept) and decides the soft limit the answer carries, the wallet's or its own."""
+
+    __slots__ = ("metered",)
+
+    kind = Kind.METERED
+
+    def __init__(self, entitlement: FeatureEntitlement) -> None:
+        self.metered = _Metered(entitlement)
+
+    def answer(
+        self,
+        snapshot: CustomerSnapshot,
+        record: UsageRecord | None,
+        now: datetime,
+        requested_usage: float,
+    ) -> tuple[bool, DenialReason | None, bytes]:
+        """(has_access, denial reason, the message) for ``record``, the feature's usage."""
+        metered = self.metered
+        current, start, end = metered.usage(record, now)
+        decision = _decide_credit_backed(
+            snapshot, metered.entitlement, EffectiveUsage(current, start, end), requested_usage
+        )
+        body = metered.body(current, start, end, _SOFT_LIMIT[decision.soft_limit])
+        return decision.has_access, decision.reason, body
 
 
 class _Fixed:
@@ -193,16 +229,7 @@ class _Fixed:
         self.item_v1 = wire.framed(_ITEM, wire.framed(_V1_VARIANT[kind], variant))
 
 
-class _Reference:
-    """Decided and converted by the reference path on every call (credit-backed features)."""
-
-    __slots__ = ("kind",)
-
-    def __init__(self, kind: Kind) -> None:
-        self.kind = kind
-
-
-_FeaturePlan = _Fixed | _Metered | _Reference
+_FeaturePlan = _Fixed | _Metered | _CreditBacked
 
 
 def _variant(kind: Kind, entitlement: FeatureEntitlement) -> bytes:
@@ -216,8 +243,9 @@ def _variant(kind: Kind, entitlement: FeatureEntitlement) -> bytes:
         return body + (b"\x30\x01" if entitlement.unlimited else b"")
     if kind is Kind.ENUM:
         return feature + b"".join(wire.string(b"\x2a", v) for v in entitlement.enum_values)
-    # Metered, denied by upstream: decided without usage, so none is shown.
-    return _Metered(entitlement).body(0.0, None, None)
+    # Metered, denied by upstream: decided without usage, so none is shown; the decision
+    # carries the entitlement's own soft limit, credit-backed or not.
+    return _Metered(entitlement).body(0.0, None, None, _SOFT_LIMIT[entitlement.soft_limit])
 
 
 def _compile(
@@ -226,7 +254,7 @@ def _compile(
     kind = kind_of(entitlement.feature)
     if usage_dependent(entitlement):
         if entitlement.credit_rate is not None:
-            return _Reference(kind)
+            return _CreditBacked(entitlement)
         return _Metered(entitlement)
     # The rules themselves decide; being fixed, the decision reads neither usage nor ``now``.
     decision = decide_feature(snapshot, feature_id, now)
@@ -234,7 +262,7 @@ def _compile(
 
 
 # A list is written as runs of finished bytes between the entries computed per call.
-_Segment = bytes | tuple[str, _Metered | _Reference]
+_Segment = bytes | tuple[str, _Metered | _CreditBacked]
 
 
 class _Compiled:
@@ -347,9 +375,7 @@ class Answers:
         state = snapshot.state
         held = self._plans.get(id(state))
         # Every read of a metered feature comes here: the plan's lookups inlined.
-        plan = (
-            held.features.get(feature_id) if held is not None and held.state is state else None
-        )
+        plan = held.features.get(feature_id) if held is not None and held.state is state else None
         if plan is None:
             plan = self._plan(state).feature(feature_id, snapshot, now)
             if plan is None:
@@ -360,11 +386,13 @@ class Answers:
             current, start, end = plan.usage(snapshot.feature_usage.get(feature_id), now)
             reason = metered_denial(plan.entitlement, current, requested_usage)
             has_access = reason is None
-            body = plan.body(current, start, end)
+            body = plan.body(current, start, end, plan.soft)
         elif isinstance(plan, _Fixed):
             has_access, reason, body = plan.has_access, plan.reason, plan.variant
         else:
-            return None
+            has_access, reason, body = plan.answer(
+                snapshot, snapshot.feature_usage.get(feature_id), now, requested_usage
+            )
         data = (
             _header(has_access, reason)
             + wire.implicit_double(b"\x21", requested_usage)
@@ -386,17 +414,14 @@ class Answers:
             if isinstance(entry, _Metered):
                 current, start, end = entry.usage(usage.get(feature_id), now)
                 reason = metered_denial(entry.entitlement, current, 0.0)
-                body = entry.body(current, start, end)
-                if v2:
-                    item = _header(reason is None, reason) + wire.framed(b"\x32", body)
-                else:
-                    item = wire.framed(b"\x1a", body)
+                has_access = reason is None
+                body = entry.body(current, start, end, entry.soft)
             else:
-                result = feature_entitlement(
-                    snapshot, feature_id, now, global_fallbacks=_NO_FALLBACKS
-                )
-                message = convert.entitlement_v2(result) if v2 else convert.entitlement_v1(result)
-                item = message.SerializeToString(deterministic=True)
+                has_access, reason, body = entry.answer(snapshot, usage.get(feature_id), now, 0.0)
+            if v2:
+                item = _header(has_access, reason) + wire.framed(b"\x32", body)
+            else:
+                item = wire.framed(b"\x1a", body)
             parts.append(wire.framed(_ITEM, item))
         state = snapshot.state
         if v2:

@@ -36,7 +36,7 @@ from sidecar.api.answers import Answers
 from sidecar.evaluation.getters import Kind, entitlement_list, typed_entitlement
 from sidecar.evaluation.rules import effective_usage, stable_until
 from sidecar.pb import sidecar_pb2 as pb
-from tests.builders import NOW, boolean, metered, snapshot, usage
+from tests.builders import NOW, boolean, credit_backed, metered, snapshot, usage, wallet
 
 # A run is a whole state with several snapshots: generating one is slow by design, and slower
 # still on a loaded machine, where the too_slow health check would fail the test for it.
@@ -65,6 +65,9 @@ limits = st.none() | st.sampled_from([0.0, -0.0, 1.0, 5.5, 1e12, -3.0]) | st.flo
 usages = st.sampled_from([0.0, -0.0, 1.0, 7.0, 1e9]) | st.floats(-1e3, 1e7)
 reasons = st.none() | st.sampled_from(list(DenialReason))
 currencies = st.sampled_from(["ai", "gpu"])
+rates = st.builds(
+    CreditRate, st.sampled_from([0.5, 2.0, 0.0, -0.0, 1e9]) | st.floats(-10, 10), currencies
+)
 
 
 @st.composite
@@ -88,10 +91,25 @@ def features(draw: st.DrawFn, feature_id: str) -> FeatureEntitlement:
         enum_values=tuple(draw(st.lists(texts, max_size=3))),
         reset_period=reset,
         usage_period_anchor=draw(st.none() | zoned),
-        credit_rate=draw(
-            st.none() | st.none() | st.builds(CreditRate, st.sampled_from([0.5, 2.0]), currencies)
-        ),
+        credit_rate=draw(st.none() | st.none() | rates),
         valid_until=None,
+    )
+
+
+@st.composite
+def credit_backed_features(draw: st.DrawFn, feature_id: str) -> FeatureEntitlement:
+    """A metered feature burning credits (what ``features`` draws only now and then)."""
+    entitlement = draw(features(feature_id))
+    meter = draw(st.sampled_from([MeterType.INCREMENTAL, MeterType.FLUCTUATING]))
+    return dataclasses.replace(
+        entitlement,
+        feature=dataclasses.replace(
+            entitlement.feature, feature_type=FeatureType.NUMBER, meter_type=meter
+        ),
+        # Usually no unit limit of its own; when there is one it applies on top of the wallet.
+        usage_limit=draw(st.none() | st.none() | limits),
+        denial_reason=draw(st.none() | st.none() | st.none() | reasons),
+        credit_rate=draw(rates),
     )
 
 
@@ -121,10 +139,14 @@ def states(draw: st.DrawFn) -> EntitlementState:
         )
         for cid in draw(st.lists(currencies, unique=True, max_size=2))
     }
+    entitlements = {fid: draw(features(fid)) for fid in ids}
+    # Credit-backed features among the others, their wallets there or not.
+    for fid in draw(st.lists(st.sampled_from(["k", "l"]), unique=True, max_size=2)):
+        entitlements[fid] = draw(credit_backed_features(fid))
     return EntitlementState(
         customer_id="c",
         denial_reason=draw(st.none() | st.none() | reasons),
-        features={fid: draw(features(fid)) for fid in ids},
+        features=entitlements,
         credits=credits,
     )
 
@@ -161,7 +183,11 @@ def reference_metered(
     message = pb.GetMeteredEntitlementResponse(
         **convert.header(result), requested_usage=requested, entitlement=convert.metered(result)
     )
-    return message.SerializeToString(deterministic=True), (result.is_fallback, result.has_access, result.reason)
+    return message.SerializeToString(deterministic=True), (
+        result.is_fallback,
+        result.has_access,
+        result.reason,
+    )
 
 
 def reference_stable_until(snap: CustomerSnapshot, now: datetime) -> datetime | None:
@@ -183,12 +209,9 @@ def check_run(answers: Answers, run: Sequence[tuple[CustomerSnapshot, datetime, 
         for feature_id, entitlement in snap.state.features.items():
             fast = answers.metered(snap, feature_id, now, requested)
             if fast is None:
-                # Left to the reference path: another type, or a credit-backed feature.
-                assert (
-                    entitlement.feature.feature_type is not FeatureType.NUMBER
-                    or not entitlement.feature.is_metered
-                    or entitlement.credit_rate is not None
-                )
+                # Left to the reference path: another type (a type mismatch, answered with a
+                # fallback). Credit-backed features are answered here too.
+                assert not entitlement.feature.is_metered
                 continue
             assert fast == reference_metered(snap, feature_id, now, requested)
         assert answers.metered(snap, "missing", now, requested) is None
@@ -311,9 +334,9 @@ def test_plans_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert [plan.state for plan in answers._plans.values()] == [s.state for s in snaps[-3:]]
 
 
-def test_a_wallet_and_a_credit_backed_feature_go_through_the_reference_path() -> None:
-    from tests.builders import credit_backed, wallet
-
+def test_a_credit_backed_feature_is_written_directly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once its plan is built, it reaches neither the reference path's results nor its messages;
+    its wallet (V2 lists) still does."""
     snap = snapshot(
         "c",
         credit_backed("gen", "ai", 2.0),
@@ -322,5 +345,25 @@ def test_a_wallet_and_a_credit_backed_feature_go_through_the_reference_path() ->
         credit_usage={"ai": usage(40)},
         feature_usage={"gen": usage(3)},
     )
-    check_run(Answers(), [(snap, NOW, 10.0), (snap, NOW, 40.0)])
-    assert Answers().metered(snap, "gen", NOW, 1.0) is None
+    spent = snap.with_credit_usage("ai", UsageRecord(100, NOW, NOW + timedelta(days=1), version=2))
+    reads = [(snap, NOW, 10.0), (snap, NOW, 40.0), (spent, NOW, 1.0), (spent, NOW, 0.0)]
+    answers = Answers()
+    check_run(answers, reads)  # the plans are built, and the answers right
+    assert isinstance(answers._plans[id(snap.state)].features["gen"], answers_module._CreditBacked)
+
+    def reference(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the reference path was taken")
+
+    for name in ("entitlement_v1", "metered"):
+        monkeypatch.setattr(convert, name, reference)
+    made = [
+        (answers.entitlement_list(s, now, v2=False), answers.metered(s, "gen", now, requested))
+        for s, now, requested in reads
+    ]
+    monkeypatch.undo()
+    for (s, now, requested), (v1, single) in zip(reads, made, strict=True):
+        assert v1 == reference_list(s, now, False)
+        assert single == reference_metered(s, "gen", now, requested)
+    # The wallet spent: the feature is denied for want of credits.
+    assert made[2][1] is not None
+    assert made[2][1][1] == (False, False, DenialReason.INSUFFICIENT_CREDITS)
