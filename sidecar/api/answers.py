@@ -15,8 +15,12 @@ the instant or the request is computed once per entitlement state (a *plan*):
 * a credit-backed feature is written as a metered one is, its usage read the same way; per call
   the rule of ``rules.decide_feature`` for it (``_decide_credit_backed``) reads the wallet of its
   currency in the snapshot's state, and the answer carries the soft limit that rule decided;
-* credit wallets (V2 lists) go through the reference path one by one; a missing entitlement,
-  a type mismatch and fallbacks are left to the caller.
+* a credit wallet (V2 lists) keeps its currency, serialized once per state plan by ``convert``
+  itself (its metadata is a ``Struct``, a protobuf map: written sorted, as ``deterministic``
+  serialization writes it), and its granted amount and soft limit pre-encoded; per call
+  ``rules.decide_credit`` decides it and its consumption is written.
+
+A missing entitlement, a type mismatch and fallbacks are left to the caller.
 
 Plans are keyed by the identity of the ``EntitlementState`` and hold it, so an id cannot be
 reused while its plan lives, and a plan never describes another state. Usage updates replace the
@@ -50,6 +54,7 @@ from sidecar.evaluation.getters import Kind, credit_entitlement, kind_of, numeri
 from sidecar.evaluation.rules import (
     EffectiveUsage,
     _decide_credit_backed,
+    decide_credit,
     decide_feature,
     metered_denial,
     usage_dependent,
@@ -86,6 +91,7 @@ _V1_VARIANT = {
     Kind.ENUM: b"\x22",
 }
 _ITEM = b"\x0a"  # entitlements = 1 of both list responses
+_CREDIT = b"\x42"  # credit = 8 of EntitlementV2
 # has_soft_limit = 14 of MeteredEntitlement is optional: written even when false.
 _SOFT_LIMIT = {True: b"\x70\x01", False: b"\x70\x00"}
 _LIST_REASON = b"\x10"  # access_denied_reason = 2 of both list responses
@@ -211,6 +217,52 @@ class _CreditBacked:
         return decision.has_access, decision.reason, body
 
 
+class _Wallet:
+    """A credit wallet's entry in a V2 list, its constant fields encoded once per state plan.
+
+    The currency (``EntitlementCurrency``, with its metadata ``Struct``) is what ``convert``
+    builds for it, serialized once with ``deterministic``, as the reference serializes the whole
+    list: a map's entries sorted by key. (Otherwise upb writes a map in hash-table order, which
+    can differ between two equal messages: the same answer, other bytes.) Per call,
+    ``rules.decide_credit`` decides the wallet and gives its consumption and period end.
+    """
+
+    __slots__ = ("_end", "_head", "_soft", "currency_id")
+
+    def __init__(self, snapshot: CustomerSnapshot, currency_id: str) -> None:
+        self.currency_id = currency_id
+        reference = convert.credit(credit_entitlement(snapshot, currency_id))
+        currency = reference.currency.SerializeToString(deterministic=True)
+        # currency = 1 (a message: written even when empty), usage_limit = 2 (granted).
+        credit = snapshot.state.credits[currency_id]
+        self._head = wire.framed(b"\x0a", currency) + wire.implicit_double(b"\x11", credit.granted)
+        self._soft = b"\x30\x01" if credit.soft_limit else b""  # has_soft_limit = 6
+        # (period end, its usage_period_end = 5 field) last written.
+        self._end: tuple[datetime, bytes] | None = None
+
+    def item(self, snapshot: CustomerSnapshot) -> bytes:
+        """The entry (entitlements = 1 of ``GetEntitlementsStateV2Response``)."""
+        decision = decide_credit(snapshot, self.currency_id)
+        wallet = decision.wallet
+        assert wallet is not None  # the currency is one of the state's own wallets
+        # current_usage = 3, remaining = 4.
+        body = (
+            self._head
+            + wire.implicit_double(b"\x19", wallet.consumed)
+            + wire.implicit_double(b"\x21", wallet.remaining)
+        )
+        end = wallet.period_end
+        if end is not None:
+            held = self._end
+            if held is None or not (held[0] is end or _same_instant(held[0], end)):
+                held = self._end = (end, wire.framed(b"\x2a", wire.timestamp(end)))
+            body += held[1]
+        entry = _header(decision.has_access, decision.reason) + wire.framed(
+            _CREDIT, body + self._soft
+        )
+        return wire.framed(_ITEM, entry)
+
+
 class _Fixed:
     """An entitlement whose decision depends on nothing but itself: its finished bytes."""
 
@@ -261,8 +313,9 @@ def _compile(
     return _Fixed(kind, decision.has_access, decision.reason, _variant(kind, entitlement))
 
 
-# A list is written as runs of finished bytes between the entries computed per call.
-_Segment = bytes | tuple[str, _Metered | _CreditBacked]
+# A list is written as runs of finished bytes between the entries computed per call: features
+# by id, wallets (V2 lists) last.
+_Segment = bytes | tuple[str, _Metered | _CreditBacked] | _Wallet
 
 
 class _Compiled:
@@ -341,6 +394,8 @@ class _Plan:
             segments.append((feature_id, plan))
         if run:
             segments.append(run)
+        if v2:
+            segments.extend(_Wallet(snapshot, currency_id) for currency_id in self.state.credits)
         self.lists[v2] = segments
         return segments
 
@@ -410,6 +465,9 @@ class Answers:
             if isinstance(segment, bytes):
                 parts.append(segment)
                 continue
+            if isinstance(segment, _Wallet):
+                parts.append(segment.item(snapshot))
+                continue
             feature_id, entry = segment
             if isinstance(entry, _Metered):
                 current, start, end = entry.usage(usage.get(feature_id), now)
@@ -424,13 +482,6 @@ class Answers:
                 item = wire.framed(b"\x1a", body)
             parts.append(wire.framed(_ITEM, item))
         state = snapshot.state
-        if v2:
-            # deterministic: a wallet's currency metadata is a protobuf map, which upb otherwise
-            # writes in hash-table order, and that order can differ between two equal messages
-            # (say, this one and a copy of it inside a list): the same answer, other bytes.
-            for currency_id in state.credits:
-                wallet = convert.entitlement_v2(credit_entitlement(snapshot, currency_id))
-                parts.append(wire.framed(_ITEM, wallet.SerializeToString(deterministic=True)))
         if state.denial_reason:
             parts.append(_LIST_REASON + _REASON[state.denial_reason])
         return b"".join(parts)

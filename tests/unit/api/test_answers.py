@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import hypothesis.strategies as st
 import pytest
@@ -67,6 +68,29 @@ reasons = st.none() | st.sampled_from(list(DenialReason))
 currencies = st.sampled_from(["ai", "gpu"])
 rates = st.builds(
     CreditRate, st.sampled_from([0.5, 2.0, 0.0, -0.0, 1e9]) | st.floats(-10, 10), currencies
+)
+# A currency's metadata is JSON as upstream sent it, written as a protobuf Struct: a map, whose
+# entries deterministic serialization sorts by key (empty, upper- and lower-case, non-ASCII and
+# prefix keys here), with nested structs, lists and every kind of value.
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.sampled_from([0, 0.0, -0.0, 2.0, -7, 1e300])
+    | st.floats(allow_nan=False)
+    | st.integers(-(2**53), 2**53)
+    | texts,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
+    max_leaves=8,
+)
+metadata: st.SearchStrategy[dict[str, Any] | None] = (
+    st.none()
+    | st.just({"tier": "gold", "n": 2.0})
+    | st.just({})
+    | st.dictionaries(
+        st.sampled_from(["", "a", "B", "b", "ab", "é", "z", "ü", "n"]) | texts,
+        json_values,
+        max_size=5,
+    )
 )
 
 
@@ -131,7 +155,7 @@ def states(draw: st.DrawFn) -> EntitlementState:
                 description=draw(maybe_text),
                 unit_singular=draw(maybe_text),
                 unit_plural=draw(maybe_text),
-                metadata=draw(st.none() | st.just({"tier": "gold", "n": 2.0})),
+                metadata=draw(metadata),
             ),
             granted=draw(usages),
             soft_limit=draw(st.booleans()),
@@ -334,9 +358,10 @@ def test_plans_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert [plan.state for plan in answers._plans.values()] == [s.state for s in snaps[-3:]]
 
 
-def test_a_credit_backed_feature_is_written_directly(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Once its plan is built, it reaches neither the reference path's results nor its messages;
-    its wallet (V2 lists) still does."""
+def test_a_wallet_and_a_credit_backed_feature_are_written_directly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once their plans are built, neither reaches the reference path's results or messages."""
     snap = snapshot(
         "c",
         credit_backed("gen", "ai", 2.0),
@@ -349,21 +374,71 @@ def test_a_credit_backed_feature_is_written_directly(monkeypatch: pytest.MonkeyP
     reads = [(snap, NOW, 10.0), (snap, NOW, 40.0), (spent, NOW, 1.0), (spent, NOW, 0.0)]
     answers = Answers()
     check_run(answers, reads)  # the plans are built, and the answers right
-    assert isinstance(answers._plans[id(snap.state)].features["gen"], answers_module._CreditBacked)
+    plan = answers._plans[id(snap.state)]
+    assert isinstance(plan.features["gen"], answers_module._CreditBacked)
+    assert any(isinstance(s, answers_module._Wallet) for s in plan.segments(True, snap, NOW))
 
     def reference(*args: object, **kwargs: object) -> None:
         raise AssertionError("the reference path was taken")
 
-    for name in ("entitlement_v1", "metered"):
+    for name in ("entitlement_v2", "entitlement_v1", "metered", "credit"):
         monkeypatch.setattr(convert, name, reference)
+    monkeypatch.setattr(answers_module, "credit_entitlement", reference)
     made = [
-        (answers.entitlement_list(s, now, v2=False), answers.metered(s, "gen", now, requested))
+        (
+            answers.entitlement_list(s, now, v2=True),
+            answers.entitlement_list(s, now, v2=False),
+            answers.metered(s, "gen", now, requested),
+        )
         for s, now, requested in reads
     ]
     monkeypatch.undo()
-    for (s, now, requested), (v1, single) in zip(reads, made, strict=True):
+    for (s, now, requested), (v2, v1, single) in zip(reads, made, strict=True):
+        assert v2 == reference_list(s, now, True)
         assert v1 == reference_list(s, now, False)
         assert single == reference_metered(s, "gen", now, requested)
-    # The wallet spent: the feature is denied for want of credits.
-    assert made[2][1] is not None
-    assert made[2][1][1] == (False, False, DenialReason.INSUFFICIENT_CREDITS)
+    # The wallet spent: its feature is denied for want of credits, and the wallet itself.
+    wallet_entry = pb.GetEntitlementsStateV2Response.FromString(made[2][0]).entitlements[-1]
+    assert not wallet_entry.has_access and wallet_entry.credit.remaining == 0
+    assert made[2][2] is not None and made[2][2][1] == (
+        False,
+        False,
+        DenialReason.INSUFFICIENT_CREDITS,
+    )
+
+
+def test_a_wallet_s_metadata_is_written_sorted_whatever_its_order() -> None:
+    """Equal metadata built in other orders: the same bytes, the reference path's."""
+    items = [("b", 1), ("a", {"z": [1, "x", None, True], "c": {}}), ("", "empty"), ("é", -0.0)]
+    snaps = [
+        snapshot(
+            "c",
+            credits=(
+                dataclasses.replace(
+                    wallet("ai", 10),
+                    currency=dataclasses.replace(wallet("ai", 10).currency, metadata=dict(order)),
+                ),
+            ),
+        )
+        for order in (items, items[::-1], items[1:] + items[:1])
+    ]
+    written = {Answers().entitlement_list(s, NOW, v2=True) for s in snaps}
+    assert written == {reference_list(snaps[0], NOW, True)}
+
+
+def test_equal_period_ends_in_other_zones_are_written_as_their_own() -> None:
+    """A wallet's (and a credit-backed feature's) period end, the same instant in another zone
+    with a sub-second offset: other local microseconds, another encoding, read after it."""
+    zone = timezone(timedelta(hours=5, minutes=30, microseconds=250_000))
+    end = NOW + timedelta(days=3)
+    snap = snapshot(
+        "c",
+        credit_backed("gen", "ai", 2.0),
+        credits=(wallet("ai", 100),),
+        credit_usage={"ai": usage(40, end=end)},
+        feature_usage={"gen": usage(3, end=end)},
+    )
+    zoned_end = end.astimezone(zone)
+    other = snap.with_credit_usage("ai", UsageRecord(40, None, zoned_end, version=2))
+    other = other.with_feature_usage("gen", UsageRecord(3, None, zoned_end, version=2))
+    check_run(Answers(), [(snap, NOW, 1.0), (other, NOW, 1.0), (snap, NOW, 1.0)])
