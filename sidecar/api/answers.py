@@ -13,7 +13,7 @@ the instant or the request is computed once per entitlement state (a *plan*):
   ``rules.metered_denial`` applied and the changing fields written. The current usage period
   of a rolled-over or absent record is derived once per period, not per call;
 * a credit-backed feature is written as a metered one is, its usage read the same way; per call
-  the rule of ``rules.decide_feature`` for it (``_decide_credit_backed``) reads the wallet of its
+  the rule of ``rules.decide_feature`` for it (``decide_credit_backed``) reads the wallet of its
   currency in the snapshot's state, and the answer carries the soft limit that rule decided;
 * a credit wallet (V2 lists) keeps its currency, serialized once per state plan by ``convert``
   itself (its metadata is a ``Struct``, a protobuf map: written sorted, as ``deterministic``
@@ -53,8 +53,8 @@ from sidecar.api import convert, wire
 from sidecar.evaluation.getters import Kind, credit_entitlement, kind_of, numeric_value
 from sidecar.evaluation.rules import (
     EffectiveUsage,
-    _decide_credit_backed,
     decide_credit,
+    decide_credit_backed,
     decide_feature,
     metered_denial,
     usage_dependent,
@@ -210,7 +210,7 @@ class _CreditBacked:
         """(has_access, denial reason, the message) for ``record``, the feature's usage."""
         metered = self.metered
         current, start, end = metered.usage(record, now)
-        decision = _decide_credit_backed(
+        decision = decide_credit_backed(
             snapshot, metered.entitlement, EffectiveUsage(current, start, end), requested_usage
         )
         body = metered.body(current, start, end, _SOFT_LIMIT[decision.soft_limit])

@@ -172,7 +172,7 @@ def decide_feature(
         return FeatureDecision(True, None, entitlement, soft_limit=entitlement.soft_limit)
     usage = effective_usage(entitlement, snapshot.feature_usage.get(feature_id), now)
     if entitlement.credit_rate is not None:
-        return _decide_credit_backed(snapshot, entitlement, usage, requested_usage)
+        return decide_credit_backed(snapshot, entitlement, usage, requested_usage)
     denial = metered_denial(entitlement, usage.current_usage, requested_usage)
     # soft_limit is the entitlement's own: with neither unlimited nor soft set it is False.
     return FeatureDecision(denial is None, denial, entitlement, usage, entitlement.soft_limit)
@@ -199,7 +199,7 @@ def metered_denial(
     return DenialReason.REQUESTED_USAGE_EXCEEDING_LIMIT
 
 
-def _decide_credit_backed(
+def decide_credit_backed(
     snapshot: CustomerSnapshot,
     entitlement: FeatureEntitlement,
     usage: EffectiveUsage,
